@@ -1,0 +1,126 @@
+"""CP decomposition by alternating least squares (CP-ALS)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+from jax.scipy.linalg import cho_factor, cho_solve
+
+from jaxtd import _validate
+from jaxtd._init import cp_init_spec, initial_cp
+from jaxtd._loop import iterate
+from jaxtd._models import CPTensor
+from jaxtd._result import FitResult
+from jaxtd._tensor import contract_shared_rank, contract_to_rank, gram_hadamard
+
+
+def cp_als(
+    x,
+    rank: int,
+    *,
+    init="svd",
+    key: Array | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+    mask=None,
+) -> FitResult:
+    r"""Fit a rank-``R`` CP model ``x ≈ [[w; A_0, ..., A_{N-1}]]`` by alternating least squares.
+
+    Each sweep solves, mode by mode, the linear least-squares problem
+
+    .. math::
+        A_n \leftarrow \arg\min_A \|X_{(n)} - A\,(\odot_{m \ne n} A_m)^\top\|_F
+              = \mathrm{MTTKRP}(x, n)\,\big(\ast_{m \ne n} A_m^\top A_m\big)^{-1}
+
+    (``⊙`` Khatri–Rao, ``∗`` Hadamard product) by a Cholesky solve of the ``R × R``
+    normal equations, then scales the columns of ``A_n`` to unit norm, carrying the
+    scale in ``w``. The MTTKRPs of a sweep share partial contractions (a dimension
+    tree): one pass over ``x`` serves the first ``⌈N/2⌉`` modes and one more the rest,
+    so a sweep reads ``x`` twice and never forms a Khatri–Rao product of the other
+    modes. The error comes from ``‖x − M‖² = ‖x‖² − 2⟨x, M⟩ + ‖M‖²`` with the last
+    MTTKRP of the sweep, never from a dense reconstruction; in float32 it resolves
+    ``rel_error`` down to about ``1e-3`` (cancellation), in float64 to about ``1e-7``.
+
+    Cost per sweep: ``O(size(x) · R)`` flops, memory ``size(x) · R / I_min`` beyond
+    ``x`` and the factors.
+
+    Args:
+        x: tensor of at least 2 modes, float32 or float64 (integers become the default
+            float dtype).
+        rank: number of components ``R ≥ 1``.
+        init: ``"svd"``, ``"random"`` (needs ``key``) or a ``CPTensor``; see ``jaxtd._init``.
+        key: a ``jax.random`` key, for ``"random"`` init, or for ``"svd"`` at a rank above
+            a mode size.
+        max_iter: the most sweeps; also the length of ``history``.
+        tol: stop when ``|Δ rel_error|`` between two sweeps is below this.
+        mask: missing-data support is not implemented yet; a mask raises
+            ``NotImplementedError``.
+
+    Returns:
+        ``FitResult`` whose ``model`` is a ``CPTensor`` with unit-norm factor columns.
+
+    Example:
+        >>> import jax, jaxtd
+        >>> a, b, c = (jax.random.normal(jax.random.key(i), (n, 2)) for i, n in enumerate((4, 5, 6)))
+        >>> x = jaxtd.cp_to_tensor(jaxtd.CPTensor(jax.numpy.ones(2), (a, b, c)))
+        >>> res = jaxtd.cp_als(x, 2, max_iter=200, tol=1e-10)
+        >>> bool(res.rel_error < 1e-2)
+        True
+    """
+    x = _validate.as_tensor(x)
+    rank = _validate.cp_rank(rank)
+    max_iter = _validate.max_iter(max_iter)
+    tol = _validate.tol(tol)
+    _validate.no_mask_yet(mask, x.shape, "cp_als")
+    kind, model = cp_init_spec(init, x.shape, rank, key, x.dtype)
+    return _cp_als(x, model, key, tol, rank=rank, init=kind, max_iter=max_iter)
+
+
+@partial(jax.jit, static_argnames=("rank", "init", "max_iter"))
+def _cp_als(x, init_model, key, tol, *, rank, init, max_iter) -> FitResult:
+    norm_x_sq = jnp.vdot(x, x)
+    model, stats = iterate(
+        lambda cp: als_sweep(x, cp, norm_x_sq),
+        initial_cp(x, rank, init, init_model, key),
+        max_iter=max_iter,
+        tol=tol,
+        input_finite=jnp.all(jnp.isfinite(x)),
+        dtype=x.dtype,
+    )
+    return FitResult(model, *stats)
+
+
+def als_sweep(x: Array, cp: CPTensor, norm_x_sq: Array) -> tuple[CPTensor, Array]:
+    """One ALS sweep over all modes, with the relative error of the new model."""
+    factors = list(cp.factors)
+    grams = [f.T @ f for f in factors]
+    split = (x.ndim + 1) // 2
+    weights = cp.weights
+    for block in (range(split), range(split, x.ndim)):
+        # x contracted over the modes outside the block serves every mode in it.
+        outside = [m for m in range(x.ndim) if m not in block]
+        partial_t = contract_to_rank(x, factors, outside)  # (I_block..., R)
+        for n in block:
+            others = [m - block[0] for m in block if m != n]
+            by_pos = {m - block[0]: factors[m] for m in block if m != n}
+            mttkrp_n = contract_shared_rank(partial_t, by_pos, others)
+            factors[n], weights = _solve_normalized(mttkrp_n, gram_hadamard(grams[:n] + grams[n + 1 :]))
+            grams[n] = factors[n].T @ factors[n]
+    # mttkrp_n is the last mode's MTTKRP with every other factor final.
+    inner = jnp.sum(mttkrp_n * factors[-1] * weights)
+    norm_m_sq = weights @ gram_hadamard(grams) @ weights
+    res_sq = jnp.maximum(norm_x_sq - 2 * inner + norm_m_sq, 0)
+    rel_error = jnp.where(norm_x_sq > 0, jnp.sqrt(res_sq / jnp.where(norm_x_sq > 0, norm_x_sq, 1)), 0)
+    return CPTensor(weights, tuple(factors)), rel_error
+
+
+def _solve_normalized(mttkrp_n: Array, v: Array) -> tuple[Array, Array]:
+    """``A = M V⁻¹`` by Cholesky with a tiny ridge, then unit-norm columns and their norms."""
+    rank = v.shape[0]
+    ridge = jnp.finfo(v.dtype).eps * (jnp.trace(v) / rank + jnp.finfo(v.dtype).tiny ** 0.5)
+    factor = cho_solve(cho_factor(v + ridge * jnp.eye(rank, dtype=v.dtype)), mttkrp_n.T).T
+    norms = jnp.linalg.norm(factor, axis=0)
+    return factor / jnp.where(norms > 0, norms, 1), norms

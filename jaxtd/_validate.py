@@ -1,0 +1,128 @@
+"""Checks on arguments whose problems show in shapes, dtypes and types.
+
+They run in Python before tracing, so they raise at call time under ``jit`` too.
+Messages name the argument and show the offending values.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+
+def as_tensor(x) -> Array:
+    """``x`` as a floating JAX array with at least 2 modes, none of them empty.
+
+    Integers and booleans become the default float dtype (float32, or float64 under
+    x64). Complex and half-precision input raise ``TypeError``.
+    """
+    if not hasattr(x, "dtype"):
+        try:
+            x = np.asarray(x)
+        except Exception as e:  # ragged lists and the like
+            raise TypeError(f"x must be an array, got {type(x).__name__}: {e}") from None
+    dtype = np.dtype(x.dtype)
+    if np.issubdtype(dtype, np.complexfloating):
+        raise TypeError(f"x has complex dtype {dtype}; jaxtd fits real tensors only")
+    if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
+        x = jnp.asarray(x, dtype=jnp.result_type(float))
+    elif dtype in (np.float32, np.float64):
+        x = jnp.asarray(x)
+    elif dtype.itemsize < 4 and dtype.kind in "fV":
+        raise TypeError(f"x has dtype {dtype}; use float32 or float64 (cast with x.astype)")
+    else:
+        raise TypeError(f"x has unsupported dtype {dtype}; use float32 or float64")
+    if x.ndim < 2:
+        raise ValueError(f"x must have at least 2 modes, got shape {tuple(x.shape)}")
+    if 0 in x.shape:
+        raise ValueError(f"x has an empty mode: shape {tuple(x.shape)}")
+    return x
+
+
+def _as_int(value, name: str) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got bool {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+
+
+def cp_rank(rank) -> int:
+    """A CP rank: an int ≥ 1."""
+    rank = _as_int(rank, "rank")
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    return rank
+
+
+def tucker_rank(rank, shape: Sequence[int]) -> tuple[int, ...]:
+    """A Tucker rank: an int for every mode, or one int per mode, each in ``[1, I_n]``."""
+    if isinstance(rank, Sequence) or (hasattr(rank, "ndim") and np.ndim(rank) == 1):
+        ranks = tuple(_as_int(r, "rank") for r in rank)
+        if len(ranks) != len(shape):
+            raise ValueError(
+                f"rank has {len(ranks)} entries {ranks} but x has {len(shape)} modes {tuple(shape)}"
+            )
+    else:
+        ranks = (_as_int(rank, "rank"),) * len(shape)
+    if min(ranks) < 1:
+        raise ValueError(f"rank must be >= 1 in every mode, got {ranks}")
+    too_big = [n for n, (r, i) in enumerate(zip(ranks, shape)) if r > i]
+    if too_big:
+        raise ValueError(
+            f"Tucker rank {ranks} exceeds the mode sizes {tuple(shape)} in modes {too_big}"
+        )
+    return ranks
+
+
+def max_iter(value) -> int:
+    value = _as_int(value, "max_iter")
+    if value < 1:
+        raise ValueError(f"max_iter must be >= 1, got {value}")
+    return value
+
+
+def tol(value):
+    """``tol`` as given; a concrete number must be finite and ≥ 0 (traced values pass)."""
+    try:
+        concrete = float(value)
+    except jax.errors.ConcretizationTypeError:  # traced: used as is
+        return value
+    except (TypeError, ValueError):
+        raise TypeError(f"tol must be a real number, got {value!r}") from None
+    if not np.isfinite(concrete) or concrete < 0:
+        raise ValueError(f"tol must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def mask(value, shape: Sequence[int]) -> Array | None:
+    """A boolean mask shaped like ``x`` (True = observed), or None."""
+    if value is None:
+        return None
+    if not hasattr(value, "dtype"):
+        value = np.asarray(value)
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"mask has shape {tuple(value.shape)} but x has shape {tuple(shape)}")
+    if value.dtype != bool:
+        raise TypeError(f"mask must be boolean (True = observed), got dtype {value.dtype}")
+    return jnp.asarray(value)
+
+
+def no_mask_yet(value, shape: Sequence[int], fitter: str) -> None:
+    """Validate ``mask``, then refuse it: missing data is not supported by ``fitter`` yet."""
+    if mask(value, shape) is not None:
+        raise NotImplementedError(
+            f"{fitter}(mask=...) is not implemented yet; missing-data support is planned"
+        )
+
+
+def choice(value, name: str, options: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}")
+    return value
