@@ -110,7 +110,7 @@ def als_sweep(x: Array, cp: CPTensor, norm_x_sq: Array) -> tuple[CPTensor, Array
             factors[n], weights = _solve_normalized(mttkrp_n, gram_hadamard(grams[:n] + grams[n + 1 :]))
             grams[n] = factors[n].T @ factors[n]
     # mttkrp_n is the last mode's MTTKRP with every other factor final.
-    inner = jnp.sum(mttkrp_n * factors[-1] * weights)
+    inner = jnp.sum(mttkrp_n * factors[-1] * weights[None, :])
     norm_m_sq = weights @ gram_hadamard(grams) @ weights
     res_sq = jnp.maximum(norm_x_sq - 2 * inner + norm_m_sq, 0)
     rel_error = jnp.where(norm_x_sq > 0, jnp.sqrt(res_sq / jnp.where(norm_x_sq > 0, norm_x_sq, 1)), 0)
@@ -123,4 +123,4 @@ def _solve_normalized(mttkrp_n: Array, v: Array) -> tuple[Array, Array]:
     ridge = jnp.finfo(v.dtype).eps * (jnp.trace(v) / rank + jnp.finfo(v.dtype).tiny ** 0.5)
     factor = cho_solve(cho_factor(v + ridge * jnp.eye(rank, dtype=v.dtype)), mttkrp_n.T).T
     norms = jnp.linalg.norm(factor, axis=0)
-    return factor / jnp.where(norms > 0, norms, 1), norms
+    return factor / jnp.where(norms > 0, norms, 1)[None, :], norms

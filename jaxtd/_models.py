@@ -59,7 +59,7 @@ def cp_to_tensor(cp: CPTensor) -> Array:
     """
     weights, factors = cp
     shape = tuple(f.shape[0] for f in factors)
-    return ((khatri_rao(factors[:-1]) * weights) @ factors[-1].T).reshape(shape)
+    return ((khatri_rao(factors[:-1]) * weights[None, :]) @ factors[-1].T).reshape(shape)
 
 
 def tucker_to_tensor(tucker: TuckerTensor) -> Array:
@@ -77,7 +77,7 @@ def cp_normalize(cp: CPTensor) -> CPTensor:
     out = []
     for f in factors:
         norms = jnp.linalg.norm(f, axis=0)
-        out.append(f / jnp.where(norms > 0, norms, 1))
+        out.append(f / jnp.where(norms > 0, norms, 1)[None, :])
         weights = weights * norms
     return CPTensor(weights, tuple(out))
 
@@ -99,7 +99,7 @@ def cp_inner(x: Array | CPTensor, cp: CPTensor) -> Array:
         cross = gram_hadamard([a.T @ b for a, b in zip(x.factors, factors)])
         return x.weights @ cross @ weights
     last = x.ndim - 1
-    return jnp.sum(mttkrp(x, factors, last) * factors[last] * weights)
+    return jnp.sum(mttkrp(x, factors, last) * factors[last] * weights[None, :])
 
 
 def tucker_norm(tucker: TuckerTensor) -> Array:
