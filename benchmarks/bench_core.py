@@ -31,11 +31,15 @@ def best_of(fn, repeats):
 
 def per_iter(run, k_lo, k_hi, repeats):
     """Seconds per iteration of ``run(k)``, from the difference of two iteration counts."""
-    return (best_of(lambda: run(k_hi), repeats) - best_of(lambda: run(k_lo), repeats)) / (k_hi - k_lo)
+    return (best_of(lambda: run(k_hi), repeats) - best_of(lambda: run(k_lo), repeats)) / (
+        k_hi - k_lo
+    )
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--size", type=int, default=200)
     p.add_argument("--rank", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
@@ -66,8 +70,16 @@ def main():
     if tl is not None:
         tl.set_backend("numpy")
         peers = (
-            ("cp_als", lambda k: parafac(x_np, r, n_iter_max=k, tol=0.0, init="random", random_state=0)),
-            ("tucker_hooi", lambda k: tucker(x_np, (r,) * 3, n_iter_max=k, tol=0.0, init="random", random_state=0)),
+            (
+                "cp_als",
+                lambda k: parafac(x_np, r, n_iter_max=k, tol=0.0, init="random", random_state=0),
+            ),
+            (
+                "tucker_hooi",
+                lambda k: tucker(
+                    x_np, (r,) * 3, n_iter_max=k, tol=0.0, init="random", random_state=0
+                ),
+            ),
         )
         for name, run in peers:
             rows.append((name, "tensorly-numpy", per_iter(run, 2, 7, args.repeats), float("nan")))

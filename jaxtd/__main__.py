@@ -25,8 +25,13 @@ def _timed(fit):
 def match_concentrations(sample_factor: np.ndarray, concentrations: np.ndarray):
     """Pair components with known concentrations to maximise Σ|r|; returns [(component, r)]."""
     k = concentrations.shape[1]
-    corr = np.corrcoef(sample_factor.T, concentrations.T)[: sample_factor.shape[1], sample_factor.shape[1] :]
-    best = max(itertools.permutations(range(sample_factor.shape[1]), k), key=lambda p: sum(abs(corr[p[j], j]) for j in range(k)))
+    corr = np.corrcoef(sample_factor.T, concentrations.T)[
+        : sample_factor.shape[1], sample_factor.shape[1] :
+    ]
+    best = max(
+        itertools.permutations(range(sample_factor.shape[1]), k),
+        key=lambda p: sum(abs(corr[p[j], j]) for j in range(k)),
+    )
     return [(best[j], corr[best[j], j]) for j in range(k)]
 
 
@@ -37,16 +42,29 @@ def demo(args) -> int:
 
     data = jaxtd.datasets.load_aminoacids()
     x = jax.numpy.asarray(data.tensor, dtype=jax.numpy.float32)
-    print("jaxtd demo: amino acid fluorescence (Bro 1997), samples x emission x excitation =", x.shape)
+    print(
+        "jaxtd demo: amino acid fluorescence (Bro 1997), samples x emission x excitation =", x.shape
+    )
     print(f"float32 on {jax.devices()[0].device_kind}; fit = 1 - ||x - model|| / ||x||\n")
     print(f"{'model':<18}{'fit':>8}{'iters':>7}{'converged':>11}{'1st call s':>12}{'warm s':>9}")
-    rows = [(f"CP-ALS rank {r}", lambda r=r: jaxtd.cp_als(x, r, max_iter=args.max_iter, tol=1e-7)) for r in (1, 2, 3, 4)]
-    rows.append(("Tucker HOOI 3,3,3", lambda: jaxtd.tucker_hooi(x, (3, 3, 3), max_iter=args.max_iter, tol=1e-7)))
+    rows = [
+        (f"CP-ALS rank {r}", lambda r=r: jaxtd.cp_als(x, r, max_iter=args.max_iter, tol=1e-7))
+        for r in (1, 2, 3, 4)
+    ]
+    rows.append(
+        (
+            "Tucker HOOI 3,3,3",
+            lambda: jaxtd.tucker_hooi(x, (3, 3, 3), max_iter=args.max_iter, tol=1e-7),
+        )
+    )
     results = {}
     for name, fit in rows:
         res, first, warm = _timed(fit)
         results[name] = res
-        print(f"{name:<18}{1 - float(res.rel_error):8.4f}{int(res.n_iter):7d}{str(bool(res.converged)):>11}{first:12.3f}{warm:9.3f}")
+        print(
+            f"{name:<18}{1 - float(res.rel_error):8.4f}{int(res.n_iter):7d}"
+            f"{str(bool(res.converged)):>11}{first:12.3f}{warm:9.3f}"
+        )
     rank3 = np.asarray(results["CP-ALS rank 3"].model.factors[0])
     print("\nRank-3 sample factor against the known concentrations (Pearson r):")
     for (component, r), name in zip(match_concentrations(rank3, data.concentrations), AMINO_ACIDS):
@@ -55,10 +73,16 @@ def demo(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxtd", description="CP and Tucker decompositions in JAX.")
+    parser = argparse.ArgumentParser(
+        prog="python -m jaxtd", description="CP and Tucker decompositions in JAX."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="fit CP ranks 1-4 and Tucker (3,3,3) to the bundled amino acid data")
-    p_demo.add_argument("--max-iter", type=int, default=500, help="most iterations per fit (default 500)")
+    p_demo = sub.add_parser(
+        "demo", help="fit CP ranks 1-4 and Tucker (3,3,3) to the bundled amino acid data"
+    )
+    p_demo.add_argument(
+        "--max-iter", type=int, default=500, help="most iterations per fit (default 500)"
+    )
     p_demo.set_defaults(func=demo)
     args = parser.parse_args(argv)
     if getattr(args, "max_iter", 1) < 1:

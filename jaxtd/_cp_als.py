@@ -64,7 +64,8 @@ def cp_als(
 
     Example:
         >>> import jax, jaxtd
-        >>> a, b, c = (jax.random.normal(jax.random.key(i), (n, 2)) for i, n in enumerate((4, 5, 6)))
+        >>> keys = jax.random.split(jax.random.key(0), 3)
+        >>> a, b, c = (jax.random.normal(k, (n, 2)) for k, n in zip(keys, (4, 5, 6)))
         >>> x = jaxtd.cp_to_tensor(jaxtd.CPTensor(jax.numpy.ones(2), (a, b, c)))
         >>> res = jaxtd.cp_als(x, 2, max_iter=200, tol=1e-10)
         >>> bool(res.rel_error < 1e-2)
@@ -107,13 +108,17 @@ def als_sweep(x: Array, cp: CPTensor, norm_x_sq: Array) -> tuple[CPTensor, Array
             others = [m - block[0] for m in block if m != n]
             by_pos = {m - block[0]: factors[m] for m in block if m != n}
             mttkrp_n = contract_shared_rank(partial_t, by_pos, others)
-            factors[n], weights = _solve_normalized(mttkrp_n, gram_hadamard(grams[:n] + grams[n + 1 :]))
+            factors[n], weights = _solve_normalized(
+                mttkrp_n, gram_hadamard(grams[:n] + grams[n + 1 :])
+            )
             grams[n] = factors[n].T @ factors[n]
     # mttkrp_n is the last mode's MTTKRP with every other factor final.
     inner = jnp.sum(mttkrp_n * factors[-1] * weights[None, :])
     norm_m_sq = weights @ gram_hadamard(grams) @ weights
     res_sq = jnp.maximum(norm_x_sq - 2 * inner + norm_m_sq, 0)
-    rel_error = jnp.where(norm_x_sq > 0, jnp.sqrt(res_sq / jnp.where(norm_x_sq > 0, norm_x_sq, 1)), 0)
+    rel_error = jnp.where(
+        norm_x_sq > 0, jnp.sqrt(res_sq / jnp.where(norm_x_sq > 0, norm_x_sq, 1)), 0
+    )
     return CPTensor(weights, tuple(factors)), rel_error
 
 

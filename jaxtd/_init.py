@@ -7,7 +7,7 @@ unfolding, from the eigenvectors of its smaller Gram matrix (never a full SVD; s
 are standard normal draws from ``key``, so ``key`` is then required.
 
 ``"random"``: standard normal factors from ``key`` (orthonormalised by QR for
-Tucker), CP weights one, Tucker core zero (HOOI never reads it).
+Tucker), CP weights one.
 
 A user model is checked against the shapes, cast to the dtype of ``x`` as new
 arrays, and never modified.
@@ -30,7 +30,7 @@ INIT_KINDS = ("svd", "random")
 
 
 def cp_init_spec(init, shape: Sequence[int], rank: int, key, dtype) -> tuple[str, CPTensor | None]:
-    """Check ``init`` for a CP fit; returns ``(kind, model)`` with ``model`` only for kind "model"."""
+    """Check ``init`` for a CP fit: ``(kind, model)``, with ``model`` only for kind "model"."""
     if isinstance(init, CPTensor):
         weights, factors = init
         if not isinstance(factors, Sequence) or len(factors) != len(shape):
@@ -43,7 +43,8 @@ def cp_init_spec(init, shape: Sequence[int], rank: int, key, dtype) -> tuple[str
         if got != expected or np.shape(weights) != (rank,):
             raise ValueError(
                 f"init shapes do not fit x {tuple(shape)} at rank {rank}: expected weights "
-                f"{(rank,)} and factors {expected}, got weights {np.shape(weights)} and factors {got}"
+                f"{(rank,)} and factors {expected}, "
+                f"got weights {np.shape(weights)} and factors {got}"
             )
         cast = CPTensor(
             jnp.asarray(weights, dtype=dtype), tuple(jnp.asarray(f, dtype=dtype) for f in factors)

@@ -85,5 +85,7 @@ def status_code(input_finite: Array, finite: Array, converged: Array) -> Array:
     return jnp.where(
         ~input_finite,
         Status.NONFINITE_INPUT,
-        jnp.where(~finite, Status.NONFINITE_ITER, jnp.where(converged, Status.SUCCESS, Status.MAX_ITER)),
+        jnp.where(
+            ~finite, Status.NONFINITE_ITER, jnp.where(converged, Status.SUCCESS, Status.MAX_ITER)
+        ),
     ).astype(jnp.int32)

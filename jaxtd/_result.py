@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 from jax import Array
 
@@ -53,7 +53,7 @@ class FitResult(NamedTuple):
         status: int32 code; ``Status.describe(status)`` reads it.
     """
 
-    model: Union[CPTensor, TuckerTensor]
+    model: CPTensor | TuckerTensor
     rel_error: Array
     n_iter: Array
     converged: Array

@@ -43,7 +43,9 @@ def planted_tucker(shape, ranks, dtype, seed=0):
     """An exactly multilinear-rank-`ranks` tensor and its model."""
     rng = np.random.default_rng(seed)
     core = rng.standard_normal(ranks).astype(dtype)
-    factors = tuple(np.linalg.qr(rng.standard_normal((n, r)))[0].astype(dtype) for n, r in zip(shape, ranks))
+    factors = tuple(
+        np.linalg.qr(rng.standard_normal((n, r)))[0].astype(dtype) for n, r in zip(shape, ranks)
+    )
     model = jaxtd.TuckerTensor(jnp.asarray(core), tuple(jnp.asarray(f) for f in factors))
     return jaxtd.tucker_to_tensor(model), model
 

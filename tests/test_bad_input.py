@@ -18,13 +18,27 @@ CASES = [
     ("cp", X, (2.5,), {}, TypeError, "rank must be an int"),
     ("cp", X, (True,), {}, TypeError, "rank must be an int, got bool"),
     ("tucker", X, (0,), {}, ValueError, "rank must be >= 1"),
-    ("tucker", X, ((2, 5, 2),), {}, ValueError, r"exceeds the mode sizes \(3, 4, 5\) in modes \[1\]"),
+    (
+        "tucker",
+        X,
+        ((2, 5, 2),),
+        {},
+        ValueError,
+        r"exceeds the mode sizes \(3, 4, 5\) in modes \[1\]",
+    ),
     ("tucker", X, ((2, 2),), {}, ValueError, "rank has 2 entries"),
     ("cp", X[0, 0], (1,), {}, ValueError, r"at least 2 modes, got shape \(5,\)"),
     ("tucker", np.zeros((3, 0, 2)), (1,), {}, ValueError, "empty mode"),
     ("cp", X.astype(np.complex64), (2,), {}, TypeError, "complex"),
     ("tucker", X.astype(np.float16), (2,), {}, TypeError, "float16"),
-    ("cp", X, (2,), {"mask": np.ones((3, 4), bool)}, ValueError, r"mask has shape \(3, 4\) but x has shape \(3, 4, 5\)"),
+    (
+        "cp",
+        X,
+        (2,),
+        {"mask": np.ones((3, 4), bool)},
+        ValueError,
+        r"mask has shape \(3, 4\) but x has shape \(3, 4, 5\)",
+    ),
     ("cp", X, (2,), {"mask": np.ones((3, 4, 5))}, TypeError, "mask must be boolean"),
     ("cp", X, (2,), {"mask": np.ones((3, 4, 5), bool)}, NotImplementedError, "mask"),
     ("cp", X, (2,), {"init": "kmeans"}, ValueError, "init must be one of"),
@@ -32,14 +46,47 @@ CASES = [
     ("cp", X, (2,), {"max_iter": 0}, ValueError, "max_iter must be >= 1"),
     ("cp", X, (2,), {"tol": -1.0}, ValueError, "tol must be a finite number >= 0"),
     ("cp", X, (2,), {"tol": "small"}, TypeError, "tol must be a real number"),
-    ("cp", X, (2,), {"init": jaxtd.TuckerTensor(np.ones((2, 2, 2)), ())}, TypeError, "needs a CPTensor"),
-    ("cp", X, (2,), {"init": jaxtd.CPTensor(np.ones(2), (np.ones((3, 2)), np.ones((4, 2)), np.ones((6, 2))))},
-     ValueError, r"init shapes do not fit x \(3, 4, 5\) at rank 2"),
-    ("cp", X, (2,), {"init": jaxtd.CPTensor(np.ones(2), (np.ones((3, 2)), np.ones((4, 2))))}, ValueError, "factors but x has 3 modes"),
+    (
+        "cp",
+        X,
+        (2,),
+        {"init": jaxtd.TuckerTensor(np.ones((2, 2, 2)), ())},
+        TypeError,
+        "needs a CPTensor",
+    ),
+    (
+        "cp",
+        X,
+        (2,),
+        {"init": jaxtd.CPTensor(np.ones(2), (np.ones((3, 2)), np.ones((4, 2)), np.ones((6, 2))))},
+        ValueError,
+        r"init shapes do not fit x \(3, 4, 5\) at rank 2",
+    ),
+    (
+        "cp",
+        X,
+        (2,),
+        {"init": jaxtd.CPTensor(np.ones(2), (np.ones((3, 2)), np.ones((4, 2))))},
+        ValueError,
+        "factors but x has 3 modes",
+    ),
     ("tucker_iter", X, (2,), {"init": "random"}, ValueError, "needs a key"),
-    ("tucker_iter", X, (2,), {"init": jaxtd.TuckerTensor(np.ones((2, 2, 3)), (np.ones((3, 2)),) * 3)},
-     ValueError, "init shapes do not fit"),
-    ("tucker_iter", X, (2,), {"init": jaxtd.CPTensor(np.ones(2), ())}, TypeError, "needs a TuckerTensor"),
+    (
+        "tucker_iter",
+        X,
+        (2,),
+        {"init": jaxtd.TuckerTensor(np.ones((2, 2, 3)), (np.ones((3, 2)),) * 3)},
+        ValueError,
+        "init shapes do not fit",
+    ),
+    (
+        "tucker_iter",
+        X,
+        (2,),
+        {"init": jaxtd.CPTensor(np.ones(2), ())},
+        TypeError,
+        "needs a TuckerTensor",
+    ),
 ]
 
 
@@ -53,7 +100,7 @@ def _fitters(kind):
 
 @pytest.mark.parametrize("kind,x,args,kwargs,exc,match", CASES)
 def test_bad_input_raises_eagerly_and_under_jit(kind, x, args, kwargs, exc, match):
-    for name, fit in _fitters(kind).items():
+    for fit in _fitters(kind).values():
         with pytest.raises(exc, match=match):
             fit(x, *args, **kwargs)
         if x.dtype.kind == "f" and x.dtype.itemsize >= 4:  # jit needs a JAX-typed input

@@ -33,5 +33,11 @@ def test_demo_prints_the_fits_and_the_concentration_match(capsys):
 def test_help_and_bad_arguments_exit_cleanly():
     ok = subprocess.run([sys.executable, "-m", "jaxtd", "--help"], capture_output=True, text=True)
     assert ok.returncode == 0 and "demo" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "jaxtd", "demo", "--max-iter", "0"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "--max-iter must be >= 1" in bad.stderr and "Traceback" not in bad.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "jaxtd", "demo", "--max-iter", "0"], capture_output=True, text=True
+    )
+    assert (
+        bad.returncode != 0
+        and "--max-iter must be >= 1" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )

@@ -13,7 +13,9 @@ from jaxtd import Status
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape,rank", [((6, 7, 8), 3), ((5, 4, 6, 3), 2)], ids=["order3", "order4"])
+@pytest.mark.parametrize(
+    "shape,rank", [((6, 7, 8), 3), ((5, 4, 6, 3), 2)], ids=["order3", "order4"]
+)
 def test_recovers_planted_low_rank(shape, rank, dtype):
     x, _ = planted_cp(shape, rank, dtype)
     res = jaxtd.cp_als(x, rank, max_iter=200, tol=1e-10)
@@ -62,12 +64,17 @@ def test_aminoacids_rank3_fit_and_concentrations(aminoacids):
     fit = 1 - float(res.rel_error)
     assert 0.974 < fit < 0.976
     corr = np.corrcoef(np.asarray(res.model.factors[0]).T, aminoacids.concentrations.T)[:3, 3:]
-    best = max(itertools.permutations(range(3)), key=lambda p: sum(abs(corr[p[k], k]) for k in range(3)))
+    best = max(
+        itertools.permutations(range(3)), key=lambda p: sum(abs(corr[p[k], k]) for k in range(3))
+    )
     assert all(abs(corr[best[k], k]) > 0.99 for k in range(3))
 
 
 def test_known_fits_at_ranks_1_and_2(aminoacids):
-    fits = [1 - float(jaxtd.cp_als(aminoacids.tensor, r, max_iter=500, tol=1e-9).rel_error) for r in (1, 2)]
+    fits = [
+        1 - float(jaxtd.cp_als(aminoacids.tensor, r, max_iter=500, tol=1e-9).rel_error)
+        for r in (1, 2)
+    ]
     np.testing.assert_allclose(fits, [0.403, 0.636], atol=1e-3)
 
 
@@ -118,7 +125,11 @@ def test_float32_stays_float32_and_integers_become_default_float():
     res = jaxtd.cp_als(x, 3, max_iter=20)
     leaves = jax.tree_util.tree_leaves((res.model, res.rel_error, res.history))
     assert all(leaf.dtype == jnp.float32 for leaf in leaves)
-    assert res.n_iter.dtype == jnp.int32 and res.status.dtype == jnp.int32 and res.converged.dtype == bool
+    assert (
+        res.n_iter.dtype == jnp.int32
+        and res.status.dtype == jnp.int32
+        and res.converged.dtype == bool
+    )
     ints = jaxtd.cp_als(np.arange(60).reshape(3, 4, 5), 2, max_iter=20)
     assert ints.model.weights.dtype == jnp.result_type(float)
 
@@ -134,7 +145,10 @@ def test_all_zero_tensor_gives_zero_model_without_nan():
 def test_non_finite_input_is_reported_eagerly_and_under_jit(bad):
     x = np.array(planted_cp((6, 7, 8), 3, np.float64)[0])
     x[1, 2, 3] = bad
-    for fit in (lambda x: jaxtd.cp_als(x, 3, max_iter=20), jax.jit(lambda x: jaxtd.cp_als(x, 3, max_iter=20))):
+    for fit in (
+        lambda x: jaxtd.cp_als(x, 3, max_iter=20),
+        jax.jit(lambda x: jaxtd.cp_als(x, 3, max_iter=20)),
+    ):
         res = fit(x)
         assert not res.converged and int(res.status) == Status.NONFINITE_INPUT
         assert int(res.n_iter) == 0 and np.isnan(res.rel_error)
@@ -143,7 +157,9 @@ def test_non_finite_input_is_reported_eagerly_and_under_jit(bad):
 
 def test_non_finite_during_iterations_is_reported():
     x, model = planted_cp((6, 7, 8), 3, np.float64)
-    bad_init = jaxtd.CPTensor(model.weights, (model.factors[0], model.factors[1].at[0, 0].set(jnp.nan), model.factors[2]))
+    bad_init = jaxtd.CPTensor(
+        model.weights, (model.factors[0], model.factors[1].at[0, 0].set(jnp.nan), model.factors[2])
+    )
     res = jaxtd.cp_als(x, 3, init=bad_init, max_iter=20)
     assert not res.converged and int(res.status) == Status.NONFINITE_ITER and int(res.n_iter) == 1
 
@@ -155,7 +171,9 @@ def test_same_key_same_result_and_user_init_untouched():
     c = jaxtd.cp_als(x, 3, init="random", key=jax.random.key(4), max_iter=5)
     np.testing.assert_array_equal(a.model.factors[0], b.model.factors[0])
     assert not np.allclose(a.model.factors[0], c.model.factors[0])
-    init = jaxtd.CPTensor(np.ones(3), tuple(np.random.default_rng(0).random((n, 3)) for n in (6, 7, 8)))
+    init = jaxtd.CPTensor(
+        np.ones(3), tuple(np.random.default_rng(0).random((n, 3)) for n in (6, 7, 8))
+    )
     copy = jax.tree_util.tree_map(np.copy, init)
     jaxtd.cp_als(x, 3, init=init, max_iter=5)
     for got, kept in zip(jax.tree_util.tree_leaves(init), jax.tree_util.tree_leaves(copy)):

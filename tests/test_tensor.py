@@ -29,7 +29,9 @@ def test_mode_dot_and_multi_mode_dot_match_tensorly(tensor):
     rng = np.random.default_rng(2)
     mats = [rng.standard_normal((2 + n, s)) for n, s in enumerate(tensor.shape)]
     for n, m in enumerate(mats):
-        np.testing.assert_allclose(jaxtd.mode_dot(tensor, m, n), tl.tenalg.mode_dot(tensor, m, n), rtol=1e-12)
+        np.testing.assert_allclose(
+            jaxtd.mode_dot(tensor, m, n), tl.tenalg.mode_dot(tensor, m, n), rtol=1e-12
+        )
     np.testing.assert_allclose(
         jaxtd.multi_mode_dot(tensor, mats), tl.tenalg.multi_mode_dot(tensor, mats), rtol=1e-12
     )
@@ -47,7 +49,9 @@ def test_khatri_rao_and_mttkrp_match_tensorly(tensor):
     np.testing.assert_allclose(jaxtd.khatri_rao(factors), tl.tenalg.khatri_rao(factors), rtol=1e-12)
     for n in range(tensor.ndim):
         expected = tl.unfold(tensor, n) @ tl.tenalg.khatri_rao(factors, skip_matrix=n)
-        np.testing.assert_allclose(jaxtd.mttkrp(tensor, factors, n), expected, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            jaxtd.mttkrp(tensor, factors, n), expected, rtol=1e-10, atol=1e-12
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -61,8 +65,14 @@ def test_cp_to_tensor_norms_and_inner_products(dtype):
     _, other = planted_cp((4, 5, 6), 2, dtype, seed=5)
     other_dense = np.asarray(jaxtd.cp_to_tensor(other), np.float64)
     scale = np.linalg.norm(dense) * np.linalg.norm(other_dense)
-    assert abs(float(jaxtd.cp_inner(x, other)) - np.vdot(dense, other_dense)) / scale < TOL[dtype]["exact"]
-    assert abs(float(jaxtd.cp_inner(model, other)) - np.vdot(dense, other_dense)) / scale < TOL[dtype]["exact"]
+    assert (
+        abs(float(jaxtd.cp_inner(x, other)) - np.vdot(dense, other_dense)) / scale
+        < TOL[dtype]["exact"]
+    )
+    assert (
+        abs(float(jaxtd.cp_inner(model, other)) - np.vdot(dense, other_dense)) / scale
+        < TOL[dtype]["exact"]
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -75,13 +85,23 @@ def test_tucker_to_tensor_norms_and_inner_products(dtype):
     dense = np.asarray(jaxtd.tucker_to_tensor(skewed), np.float64)
     assert abs(float(jaxtd.tucker_norm(skewed)) / np.linalg.norm(dense) - 1) < TOL[dtype]["exact"]
     scale = np.linalg.norm(dense) * np.linalg.norm(np.asarray(x, np.float64))
-    assert abs(float(jaxtd.tucker_inner(x, skewed)) - np.vdot(np.asarray(x, np.float64), dense)) / scale < TOL[dtype]["exact"]
-    assert abs(float(jaxtd.tucker_inner(model, skewed)) - np.vdot(np.asarray(x, np.float64), dense)) / scale < TOL[dtype]["exact"]
+    assert (
+        abs(float(jaxtd.tucker_inner(x, skewed)) - np.vdot(np.asarray(x, np.float64), dense))
+        / scale
+        < TOL[dtype]["exact"]
+    )
+    assert (
+        abs(float(jaxtd.tucker_inner(model, skewed)) - np.vdot(np.asarray(x, np.float64), dense))
+        / scale
+        < TOL[dtype]["exact"]
+    )
 
 
 def test_cp_normalize_keeps_the_tensor_and_handles_zero_columns():
     _, model = planted_cp((4, 5, 6), 3, np.float64)
-    zeroed = jaxtd.CPTensor(model.weights, (model.factors[0].at[:, 1].set(0.0),) + model.factors[1:])
+    zeroed = jaxtd.CPTensor(
+        model.weights, (model.factors[0].at[:, 1].set(0.0),) + model.factors[1:]
+    )
     normed = jaxtd.cp_normalize(zeroed)
     assert isinstance(normed.factors, tuple)
     norms = np.linalg.norm(np.asarray(normed.factors[1]), axis=0)
@@ -98,5 +118,7 @@ def test_leading_singular_vectors_agree_with_svd_on_both_sides():
         m = rng.standard_normal(shape)
         u = np.asarray(leading_left_singular_vectors(jnp.asarray(m), 3))
         ref = np.linalg.svd(m, full_matrices=False)[0][:, :3]
-        np.testing.assert_allclose(np.abs(u.T @ ref), np.eye(3), atol=1e-10)  # same vectors up to sign
+        np.testing.assert_allclose(
+            np.abs(u.T @ ref), np.eye(3), atol=1e-10
+        )  # same vectors up to sign
         assert np.all(u[np.argmax(np.abs(u), axis=0), range(3)] > 0)
