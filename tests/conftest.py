@@ -19,9 +19,11 @@ DTYPES = (np.float32, np.float64)
 # dense ‖x − model‖/‖x‖ after fitting an exactly low-rank tensor. `oracle`: difference in
 # rel_error against TensorLy at the same init. `monotone`: slack for a history that must
 # not increase (the error identity cancels, so float32 resolves errors to ~1e-3 only).
+# `batched`: relative difference between a vmapped or jitted fit and the same fit alone
+# (batched linear algebra rounds differently, and iterations carry that along).
 TOL = {
-    np.float32: dict(exact=2e-5, recover=2e-3, oracle=1e-4, monotone=1e-4),
-    np.float64: dict(exact=1e-12, recover=1e-6, oracle=1e-8, monotone=1e-10),
+    np.float32: dict(exact=2e-5, recover=2e-3, oracle=1e-4, monotone=1e-4, batched=1e-4),
+    np.float64: dict(exact=1e-12, recover=1e-6, oracle=1e-8, monotone=1e-10, batched=1e-7),
 }
 
 
