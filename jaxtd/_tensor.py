@@ -44,6 +44,8 @@ def mode_dot(x: Array, matrix: Array, mode: int) -> Array:
     ``matrix`` has shape ``(J, I_mode)``; the result has ``J`` in place of ``I_mode``.
     Cost: ``O(J * size(x))``.
     """
+    if mode == 0:  # M @ X_(0) is a plain GEMM; contracting x's first axis would transpose x
+        return jnp.tensordot(matrix, x, axes=(1, 0))
     return jnp.moveaxis(jnp.tensordot(x, matrix, axes=(mode, 1)), -1, mode)
 
 
