@@ -12,7 +12,7 @@ from jaxtd import _validate
 from jaxtd._init import cp_init_spec, initial_cp
 from jaxtd._loop import iterate
 from jaxtd._models import CPTensor
-from jaxtd._result import FitResult
+from jaxtd._result import FitResult, input_status
 from jaxtd._tensor import contract_shared_rank, contract_to_rank, gram_hadamard
 
 
@@ -87,7 +87,7 @@ def _cp_als(x, init_model, key, tol, *, rank, init, max_iter) -> FitResult:
         initial_cp(x, rank, init, init_model, key),
         max_iter=max_iter,
         tol=tol,
-        input_finite=jnp.all(jnp.isfinite(x)),
+        input_status=input_status(x, None),
         dtype=x.dtype,
     )
     return FitResult(model, *stats)

@@ -11,7 +11,7 @@ from jax import Array
 from jaxtd import _validate
 from jaxtd._loop import status_code
 from jaxtd._models import TuckerTensor
-from jaxtd._result import FitResult
+from jaxtd._result import FitResult, Status, input_status
 from jaxtd._tensor import leading_left_singular_vectors, mode_dot, multi_mode_dot, unfold
 
 
@@ -59,15 +59,16 @@ def _hosvd(x, *, ranks, sequential) -> FitResult:
         factors = [leading_left_singular_vectors(unfold(x, n), r) for n, r in enumerate(ranks)]
         core = multi_mode_dot(x, factors, transpose=True)
     rel_error = tucker_rel_error(jnp.vdot(x, x), core)
-    input_finite = jnp.all(jnp.isfinite(x))
-    finite = jnp.isfinite(rel_error) & input_finite
+    data_status = input_status(x, None)
+    rel_error = jnp.where(data_status == Status.SUCCESS, rel_error, jnp.nan)
+    finite = jnp.isfinite(rel_error)
     return FitResult(
         model=TuckerTensor(core, tuple(factors)),
-        rel_error=jnp.where(input_finite, rel_error, jnp.nan),
+        rel_error=rel_error,
         n_iter=jnp.asarray(1, jnp.int32),
         converged=finite,
-        history=jnp.where(input_finite, rel_error, jnp.nan)[None],
-        status=status_code(input_finite, finite, finite),
+        history=rel_error[None],
+        status=status_code(data_status, finite, finite),
     )
 
 

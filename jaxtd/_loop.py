@@ -3,6 +3,8 @@
 Stopping rule: ``|rel_error_k − rel_error_{k−1}| < tol`` (converged), or ``max_iter``
 iterations, or a non-finite value (in the error or in the iterate). The first
 iteration is compared with ``+inf``, so at least two run.
+
+``minimize`` drives any optax optimizer through the same loop, for the gradient fitters.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax import Array, lax
 
 from jaxtd._result import Status
@@ -48,13 +51,15 @@ def iterate(
     *,
     max_iter: int,
     tol: Array,
-    input_finite: Array,
+    input_status: Array,
     dtype,
+    checked: Callable[[Any], Any] = lambda state: state,
 ) -> tuple[Any, LoopStats]:
     """Run ``state, rel_error = step(state)`` until the stopping rule holds.
 
-    Returns the final state and its ``LoopStats``; ``rel_error`` is NaN when no
-    iteration ran (non-finite input).
+    ``checked(state)`` is the part of the state that must stay finite (all of it by
+    default). Returns the final state and its ``LoopStats``; ``rel_error`` is NaN when
+    no iteration ran (non-finite input).
     """
 
     def cond(c: _Carry) -> Array:
@@ -62,7 +67,7 @@ def iterate(
 
     def body(c: _Carry) -> _Carry:
         new_state, err = step(c.state)
-        finite = jnp.isfinite(err) & all_finite(new_state)
+        finite = jnp.isfinite(err) & all_finite(checked(new_state))
         converged = finite & (jnp.abs(err - c.rel_error) < tol)
         return _Carry(c.i + 1, new_state, err, c.history.at[c.i].set(err), converged, finite)
 
@@ -72,20 +77,73 @@ def iterate(
         rel_error=jnp.asarray(jnp.inf, dtype),
         history=jnp.full((max_iter,), jnp.nan, dtype),
         converged=jnp.asarray(False),
-        finite=jnp.asarray(input_finite),
+        finite=input_status == Status.SUCCESS,
     )
     c = lax.while_loop(cond, body, init)
     rel_error = jnp.where(c.i > 0, c.rel_error, jnp.nan)
-    status = status_code(input_finite, c.finite, c.converged)
+    status = status_code(input_status, c.finite, c.converged)
     return c.state, LoopStats(rel_error, c.i, c.converged, c.history, status)
 
 
-def status_code(input_finite: Array, finite: Array, converged: Array) -> Array:
-    """The ``Status`` code, as int32, from the loop's final flags."""
-    return jnp.where(
-        ~input_finite,
-        Status.NONFINITE_INPUT,
-        jnp.where(
-            ~finite, Status.NONFINITE_ITER, jnp.where(converged, Status.SUCCESS, Status.MAX_ITER)
-        ),
-    ).astype(jnp.int32)
+def status_code(input_status: Array, finite: Array, converged: Array) -> Array:
+    """The ``Status`` code, as int32, from the input's status and the loop's final flags."""
+    loop_status = jnp.where(
+        ~finite, Status.NONFINITE_ITER, jnp.where(converged, Status.SUCCESS, Status.MAX_ITER)
+    )
+    return jnp.where(input_status != Status.SUCCESS, input_status, loop_status).astype(jnp.int32)
+
+
+class _OptState(NamedTuple):
+    params: Any
+    opt_state: Any
+    value: Array
+    grad: Any
+
+
+def minimize(
+    loss: Callable[[Any], Array],
+    params: Any,
+    optimizer: optax.GradientTransformation,
+    *,
+    max_iter: int,
+    tol: Array,
+    input_status: Array,
+    dtype,
+) -> tuple[Any, LoopStats]:
+    """Minimise ``loss(params) = ½ rel_error²`` with an optax optimizer inside :func:`iterate`.
+
+    Each iteration applies one update and evaluates the loss and gradient at the new
+    parameters, so ``history`` holds the error of each new iterate. Optimizers that
+    keep the value and gradient in their state (L-BFGS and its line search) are driven
+    through ``optax.value_and_grad_from_state``, which reuses them.
+    """
+    opt = optax.with_extra_args_support(optimizer)
+    stores_value = optax.tree.get(jax.eval_shape(opt.init, params), "value") is not None
+    if stores_value:
+        value_and_grad = optax.value_and_grad_from_state(loss)
+    else:
+
+        def value_and_grad(p, state):
+            return jax.value_and_grad(loss)(p)
+
+    opt_state = opt.init(params)
+    value, grad = value_and_grad(params, state=opt_state)
+
+    def step(s: _OptState) -> tuple[_OptState, Array]:
+        updates, opt_state = opt.update(
+            s.grad, s.opt_state, s.params, value=s.value, grad=s.grad, value_fn=loss
+        )
+        new_params = optax.apply_updates(s.params, updates)
+        value, grad = value_and_grad(new_params, state=opt_state)
+        return _OptState(new_params, opt_state, value, grad), jnp.sqrt(2 * jnp.maximum(value, 0))
+
+    state, stats = iterate(
+        step,
+        _OptState(params, opt_state, value, grad),
+        max_iter=max_iter,
+        tol=tol,
+        input_status=input_status,
+        dtype=dtype,
+        checked=lambda s: (s.params, s.grad),
+    )
+    return state.params, stats

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
+import jax.numpy as jnp
 from jax import Array
 
 from jaxtd._models import CPTensor, TuckerTensor
@@ -22,6 +23,7 @@ class Status(enum.IntEnum):
     MAX_ITER = 1
     NONFINITE_INPUT = 2
     NONFINITE_ITER = 3
+    NO_OBSERVED = 4
 
     @property
     def message(self) -> str:
@@ -38,7 +40,18 @@ _MESSAGES = {
     Status.MAX_ITER: "stopped at max_iter before the change in rel_error fell below tol",
     Status.NONFINITE_INPUT: "the input tensor contains NaN or Inf; nothing was fitted",
     Status.NONFINITE_ITER: "a NaN or Inf appeared during the iterations; the fit stopped there",
+    Status.NO_OBSERVED: "the mask observes no entry of x; nothing was fitted",
 }
+
+
+def input_status(x: Array, mask: Array | None) -> Array:
+    """``Status`` code of the data alone (int32): NaN/Inf among the observed entries, or
+    a mask that observes nothing, stop a fit before its first iteration."""
+    if mask is None:
+        return jnp.where(jnp.all(jnp.isfinite(x)), Status.SUCCESS, Status.NONFINITE_INPUT).astype(jnp.int32)
+    finite = jnp.all(jnp.isfinite(x) | ~mask)
+    code = jnp.where(finite, Status.SUCCESS, Status.NONFINITE_INPUT)
+    return jnp.where(jnp.any(mask), code, Status.NO_OBSERVED).astype(jnp.int32)
 
 
 class FitResult(NamedTuple):

@@ -13,7 +13,7 @@ from jaxtd._hosvd import tucker_rel_error
 from jaxtd._init import initial_tucker_factors, tucker_init_spec
 from jaxtd._loop import iterate
 from jaxtd._models import TuckerTensor
-from jaxtd._result import FitResult
+from jaxtd._result import FitResult, input_status
 from jaxtd._tensor import leading_left_singular_vectors, mode_dot, multi_mode_dot, unfold
 
 
@@ -80,7 +80,7 @@ def _tucker_hooi(x, init_model, key, tol, *, ranks, init, max_iter) -> FitResult
         TuckerTensor(jnp.zeros(ranks, x.dtype), factors),
         max_iter=max_iter,
         tol=tol,
-        input_finite=jnp.all(jnp.isfinite(x)),
+        input_status=input_status(x, None),
         dtype=x.dtype,
     )
     return FitResult(model, *stats)
