@@ -3,6 +3,7 @@
 from jaxtd import datasets
 from jaxtd._api import cp, tucker
 from jaxtd._cp_als import cp_als
+from jaxtd._cp_opt import cp_opt
 from jaxtd._hosvd import hosvd
 from jaxtd._models import (
     CPTensor,
@@ -18,6 +19,7 @@ from jaxtd._models import (
 from jaxtd._result import FitResult, Status
 from jaxtd._tensor import fold, khatri_rao, mode_dot, mttkrp, multi_mode_dot, unfold
 from jaxtd._tucker_hooi import tucker_hooi
+from jaxtd._tucker_opt import tucker_opt
 
 __version__ = "0.1.0"
 
@@ -31,6 +33,7 @@ __all__ = [
     "cp_inner",
     "cp_norm",
     "cp_normalize",
+    "cp_opt",
     "cp_to_tensor",
     "datasets",
     "fold",
@@ -43,6 +46,7 @@ __all__ = [
     "tucker_hooi",
     "tucker_inner",
     "tucker_norm",
+    "tucker_opt",
     "tucker_to_tensor",
     "unfold",
 ]

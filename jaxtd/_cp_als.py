@@ -10,8 +10,8 @@ from jax import Array
 
 from jaxtd import _validate
 from jaxtd._init import cp_init_spec, initial_cp
-from jaxtd._loop import iterate
-from jaxtd._models import CPTensor
+from jaxtd._loop import impute_step, iterate
+from jaxtd._models import CPTensor, cp_to_tensor
 from jaxtd._result import FitResult, input_status
 from jaxtd._tensor import contract_shared_rank, contract_to_rank, gram_hadamard
 
@@ -35,9 +35,9 @@ def cp_als(
               = \mathrm{MTTKRP}(x, n)\,\big(\ast_{m \ne n} A_m^\top A_m\big)^{-1}
 
     (``⊙`` Khatri–Rao, ``∗`` Hadamard product) through the pseudo-inverse of the
-    ``R × R`` normal matrix (an ``eigh``), then scales the columns of ``A_n`` to unit norm, carrying the
-    scale in ``w``. The MTTKRPs of a sweep share partial contractions (a dimension
-    tree): one pass over ``x`` serves the first ``⌈N/2⌉`` modes and one more the rest,
+    ``R × R`` normal matrix (an ``eigh``), then scales the columns of ``A_n`` to unit
+    norm, carrying the scale in ``w``. The MTTKRPs of a sweep share partial contractions
+    (a dimension tree): one pass over ``x`` serves the first ``⌈N/2⌉`` modes and one more the rest,
     so a sweep reads ``x`` twice and never forms a Khatri–Rao product of the other
     modes. The error comes from ``‖x − M‖² = ‖x‖² − 2⟨x, M⟩ + ‖M‖²`` with the last
     MTTKRP of the sweep, never from a dense reconstruction; in float32 it resolves
@@ -55,8 +55,10 @@ def cp_als(
             a mode size.
         max_iter: the most sweeps; also the length of ``history``.
         tol: stop when ``|Δ rel_error|`` between two sweeps is below this.
-        mask: missing-data support is not implemented yet; a mask raises
-            ``NotImplementedError``.
+        mask: boolean, shaped like ``x``; True marks an observed entry. Missing entries
+            are imputed from the current model before each sweep (EM), and
+            ``rel_error`` is taken over the observed entries (with a dense
+            reconstruction per sweep).
 
     Returns:
         ``FitResult`` whose ``model`` is a ``CPTensor`` with unit-norm factor columns.
@@ -74,22 +76,23 @@ def cp_als(
     rank = _validate.cp_rank(rank)
     max_iter = _validate.max_iter(max_iter)
     tol = _validate.tol(tol)
-    _validate.no_mask_yet(mask, x.shape, "cp_als")
+    mask = _validate.mask(mask, x.shape)
     kind, model = cp_init_spec(init, x.shape, rank, key, x.dtype)
-    return _cp_als(x, model, key, tol, rank=rank, init=kind, max_iter=max_iter)
+    return _cp_als(x, mask, model, key, tol, rank=rank, init=kind, max_iter=max_iter)
 
 
 @partial(jax.jit, static_argnames=("rank", "init", "max_iter"))
-def _cp_als(x, init_model, key, tol, *, rank, init, max_iter) -> FitResult:
-    norm_x_sq = jnp.vdot(x, x)
-    model, stats = iterate(
-        lambda cp: als_sweep(x, cp, norm_x_sq),
-        initial_cp(x, rank, init, init_model, key),
-        max_iter=max_iter,
-        tol=tol,
-        input_status=input_status(x, None),
-        dtype=x.dtype,
-    )
+def _cp_als(x, mask, init_model, key, tol, *, rank, init, max_iter) -> FitResult:
+    x_obs = x if mask is None else jnp.where(mask, x, 0)
+    start = initial_cp(x_obs, rank, init, init_model, key)
+    loop = dict(max_iter=max_iter, tol=tol, input_status=input_status(x, mask), dtype=x.dtype)
+    if mask is None:
+        norm_x_sq = jnp.vdot(x, x)
+        model, stats = iterate(lambda cp: als_sweep(x, cp, norm_x_sq), start, **loop)
+    else:
+        sweep = lambda filled, cp: als_sweep(filled, cp, jnp.vdot(filled, filled))[0]  # noqa: E731
+        step = impute_step(sweep, cp_to_tensor, x_obs, mask)
+        (model, _), stats = iterate(step, (start, cp_to_tensor(start)), **loop)
     return FitResult(model, *stats)
 
 

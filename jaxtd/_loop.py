@@ -4,7 +4,8 @@ Stopping rule: ``|rel_error_k − rel_error_{k−1}| < tol`` (converged), or ``m
 iterations, or a non-finite value (in the error or in the iterate). The first
 iteration is compared with ``+inf``, so at least two run.
 
-``minimize`` drives any optax optimizer through the same loop, for the gradient fitters.
+``minimize`` drives any optax optimizer through the same loop, for the gradient fitters;
+``impute_step`` turns a full-data sweep into an EM step for missing data.
 """
 
 from __future__ import annotations
@@ -93,6 +94,28 @@ def status_code(input_status: Array, finite: Array, converged: Array) -> Array:
     return jnp.where(input_status != Status.SUCCESS, input_status, loop_status).astype(jnp.int32)
 
 
+def impute_step(
+    sweep: Callable[[Array, Any], Any], to_tensor: Callable[[Any], Array], x: Array, mask: Array
+) -> Callable[[tuple[Any, Array]], tuple[tuple[Any, Array], Array]]:
+    """EM for missing data: fill the unobserved entries from the current model, then sweep.
+
+    The step's state is ``(model, dense model)``; its error is
+    ``‖W ∗ (x − M)‖ / ‖W ∗ x‖`` over the observed entries (``x`` is zero elsewhere). EM
+    needs the dense model, so this costs one reconstruction per sweep.
+    """
+    norm_x_sq = jnp.vdot(x, x)
+    safe = jnp.where(norm_x_sq > 0, norm_x_sq, 1)
+
+    def step(state):
+        model, dense = state
+        model = sweep(jnp.where(mask, x, dense), model)
+        dense = to_tensor(model)
+        residual = jnp.where(mask, x - dense, 0)
+        return (model, dense), jnp.sqrt(jnp.vdot(residual, residual) / safe)
+
+    return step
+
+
 class _OptState(NamedTuple):
     params: Any
     opt_state: Any
@@ -130,9 +153,11 @@ def minimize(
     value, grad = value_and_grad(params, state=opt_state)
 
     def step(s: _OptState) -> tuple[_OptState, Array]:
-        updates, opt_state = opt.update(
-            s.grad, s.opt_state, s.params, value=s.value, grad=s.grad, value_fn=loss
-        )
+        # optax mixes dtypes internally; keep a caller's strict promotion mode out of it.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = opt.update(
+                s.grad, s.opt_state, s.params, value=s.value, grad=s.grad, value_fn=loss
+            )
         new_params = optax.apply_updates(s.params, updates)
         value, grad = value_and_grad(new_params, state=opt_state)
         return _OptState(new_params, opt_state, value, grad), jnp.sqrt(2 * jnp.maximum(value, 0))

@@ -48,7 +48,9 @@ def input_status(x: Array, mask: Array | None) -> Array:
     """``Status`` code of the data alone (int32): NaN/Inf among the observed entries, or
     a mask that observes nothing, stop a fit before its first iteration."""
     if mask is None:
-        return jnp.where(jnp.all(jnp.isfinite(x)), Status.SUCCESS, Status.NONFINITE_INPUT).astype(jnp.int32)
+        return jnp.where(jnp.all(jnp.isfinite(x)), Status.SUCCESS, Status.NONFINITE_INPUT).astype(
+            jnp.int32
+        )
     finite = jnp.all(jnp.isfinite(x) | ~mask)
     code = jnp.where(finite, Status.SUCCESS, Status.NONFINITE_INPUT)
     return jnp.where(jnp.any(mask), code, Status.NO_OBSERVED).astype(jnp.int32)

@@ -11,8 +11,8 @@ from jax import Array
 from jaxtd import _validate
 from jaxtd._hosvd import tucker_rel_error
 from jaxtd._init import initial_tucker_factors, tucker_init_spec
-from jaxtd._loop import iterate
-from jaxtd._models import TuckerTensor
+from jaxtd._loop import impute_step, iterate
+from jaxtd._models import TuckerTensor, tucker_to_tensor
 from jaxtd._result import FitResult, input_status
 from jaxtd._tensor import leading_left_singular_vectors, mode_dot, multi_mode_dot, unfold
 
@@ -49,8 +49,9 @@ def tucker_hooi(
         key: a ``jax.random`` key for ``"random"``.
         max_iter: the most sweeps; also the length of ``history``.
         tol: stop when ``|Δ rel_error|`` between two sweeps is below this.
-        mask: missing-data support is not implemented yet; a mask raises
-            ``NotImplementedError``.
+        mask: boolean, shaped like ``x``; True marks an observed entry. Missing entries
+            are imputed from the current model before each sweep (EM), and
+            ``rel_error`` is taken over the observed entries.
 
     Returns:
         ``FitResult`` with a ``TuckerTensor`` whose factors are orthonormal.
@@ -66,23 +67,26 @@ def tucker_hooi(
     ranks = _validate.tucker_rank(rank, x.shape)
     max_iter = _validate.max_iter(max_iter)
     tol = _validate.tol(tol)
-    _validate.no_mask_yet(mask, x.shape, "tucker_hooi")
+    mask = _validate.mask(mask, x.shape)
     kind, model = tucker_init_spec(init, x.shape, ranks, key, x.dtype)
-    return _tucker_hooi(x, model, key, tol, ranks=ranks, init=kind, max_iter=max_iter)
+    return _tucker_hooi(x, mask, model, key, tol, ranks=ranks, init=kind, max_iter=max_iter)
 
 
 @partial(jax.jit, static_argnames=("ranks", "init", "max_iter"))
-def _tucker_hooi(x, init_model, key, tol, *, ranks, init, max_iter) -> FitResult:
-    norm_x_sq = jnp.vdot(x, x)
-    factors = initial_tucker_factors(x, ranks, init, init_model, key)
-    model, stats = iterate(
-        lambda tk: hooi_sweep(x, tk.factors, norm_x_sq),
-        TuckerTensor(jnp.zeros(ranks, x.dtype), factors),
-        max_iter=max_iter,
-        tol=tol,
-        input_status=input_status(x, None),
-        dtype=x.dtype,
-    )
+def _tucker_hooi(x, mask, init_model, key, tol, *, ranks, init, max_iter) -> FitResult:
+    x_obs = x if mask is None else jnp.where(mask, x, 0)
+    factors = initial_tucker_factors(x_obs, ranks, init, init_model, key)
+    loop = dict(max_iter=max_iter, tol=tol, input_status=input_status(x, mask), dtype=x.dtype)
+    if mask is None:
+        norm_x_sq = jnp.vdot(x, x)
+        start = TuckerTensor(jnp.zeros(ranks, x.dtype), factors)
+        model, stats = iterate(lambda tk: hooi_sweep(x, tk.factors, norm_x_sq), start, **loop)
+    else:
+        # EM fills from the model, so the start needs its core: x projected on the factors.
+        start = TuckerTensor(multi_mode_dot(x_obs, factors, transpose=True), factors)
+        sweep = lambda filled, tk: hooi_sweep(filled, tk.factors, jnp.vdot(filled, filled))[0]  # noqa: E731
+        step = impute_step(sweep, tucker_to_tensor, x_obs, mask)
+        (model, _), stats = iterate(step, (start, tucker_to_tensor(start)), **loop)
     return FitResult(model, *stats)
 
 

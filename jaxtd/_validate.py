@@ -12,7 +12,11 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax import Array
+
+# One object, so that calls with the default optimizer share their compiled loop.
+DEFAULT_OPTIMIZER = optax.lbfgs()
 
 
 def as_tensor(x) -> Array:
@@ -102,7 +106,10 @@ def tol(value):
 
 
 def mask(value, shape: Sequence[int]) -> Array | None:
-    """A boolean mask shaped like ``x`` (True = observed), or None."""
+    """A boolean mask shaped like ``x`` (True = observed), or None.
+
+    A concrete mask that observes nothing raises; a traced one is reported in ``status``.
+    """
     if value is None:
         return None
     if not hasattr(value, "dtype"):
@@ -111,15 +118,21 @@ def mask(value, shape: Sequence[int]) -> Array | None:
         raise ValueError(f"mask has shape {tuple(value.shape)} but x has shape {tuple(shape)}")
     if value.dtype != bool:
         raise TypeError(f"mask must be boolean (True = observed), got dtype {value.dtype}")
+    if not isinstance(value, jax.core.Tracer) and not np.any(np.asarray(value)):
+        raise ValueError(f"mask observes no entry of x (all {int(np.prod(shape))} are False)")
     return jnp.asarray(value)
 
 
-def no_mask_yet(value, shape: Sequence[int], fitter: str) -> None:
-    """Validate ``mask``, then refuse it: missing data is not supported by ``fitter`` yet."""
-    if mask(value, shape) is not None:
-        raise NotImplementedError(
-            f"{fitter}(mask=...) is not implemented yet; missing-data support is planned"
+def optimizer(value):
+    """An optax ``GradientTransformation``; None means L-BFGS with its line search."""
+    if value is None:
+        return DEFAULT_OPTIMIZER
+    if not isinstance(value, optax.GradientTransformation):
+        raise TypeError(
+            "optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-2)), "
+            f"got {type(value).__name__}"
         )
+    return value
 
 
 def choice(value, name: str, options: Sequence[str]) -> str:

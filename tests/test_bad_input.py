@@ -40,7 +40,11 @@ CASES = [
         r"mask has shape \(3, 4\) but x has shape \(3, 4, 5\)",
     ),
     ("cp", X, (2,), {"mask": np.ones((3, 4, 5))}, TypeError, "mask must be boolean"),
-    ("cp", X, (2,), {"mask": np.ones((3, 4, 5), bool)}, NotImplementedError, "mask"),
+    ("cp", X, (2,), {"mask": np.zeros((3, 4, 5), bool)}, ValueError, "mask observes no entry"),
+    ("tucker_iter", X, (2,), {"mask": np.zeros((3, 4, 5), bool)}, ValueError, "mask observes no"),
+    ("opt", X, (2,), {"optimizer": "adam"}, TypeError, "optax.GradientTransformation"),
+    ("opt", X, (2,), {"mask": np.zeros((3, 4, 5), bool)}, ValueError, "mask observes no entry"),
+    ("opt", X, (2,), {"init": "random"}, ValueError, "needs a key"),
     ("cp", X, (2,), {"init": "kmeans"}, ValueError, "init must be one of"),
     ("cp", X, (2,), {"init": "random"}, ValueError, "needs a key"),
     ("cp", X, (2,), {"max_iter": 0}, ValueError, "max_iter must be >= 1"),
@@ -95,6 +99,8 @@ def _fitters(kind):
         return CP_FITTERS
     if kind == "tucker":
         return TUCKER_FITTERS
+    if kind == "opt":
+        return {"cp_opt": jaxtd.cp_opt, "tucker_opt": jaxtd.tucker_opt}
     return {"tucker_hooi": jaxtd.tucker_hooi, "tucker": jaxtd.tucker}
 
 

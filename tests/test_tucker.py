@@ -122,6 +122,11 @@ def test_front_doors_dispatch(aminoacids):
     np.testing.assert_allclose(
         jaxtd.cp(x, 2, max_iter=30).rel_error, jaxtd.cp_als(x, 2, max_iter=30).rel_error
     )
-    for call in (lambda: jaxtd.cp(x, 2, method="opt"), lambda: jaxtd.tucker(x, 2, method="opt")):
-        with pytest.raises(NotImplementedError, match="not implemented yet"):
-            call()
+    np.testing.assert_allclose(
+        jaxtd.cp(x, 2, method="opt", max_iter=30).rel_error,
+        jaxtd.cp_opt(x, 2, max_iter=30).rel_error,
+    )
+    np.testing.assert_allclose(
+        jaxtd.tucker(x, 2, method="opt", max_iter=30).rel_error,
+        jaxtd.tucker_opt(x, 2, max_iter=30).rel_error,
+    )
