@@ -37,6 +37,7 @@ def match_concentrations(sample_factor: np.ndarray, concentrations: np.ndarray):
 
 def demo(args) -> int:
     import jax
+    import optax
 
     import jaxtd
 
@@ -61,6 +62,23 @@ def demo(args) -> int:
     for name, fit in rows:
         res, first, warm = _timed(fit)
         results[name] = res
+        print(
+            f"{name:<18}{1 - float(res.rel_error):8.4f}{int(res.n_iter):7d}"
+            f"{str(bool(res.converged)):>11}{first:12.3f}{warm:9.3f}"
+        )
+    print("\nRank 3, ALS beside gradient fits (same svd start, same stopping rule):")
+    print(f"{'fitter':<18}{'fit':>8}{'iters':>7}{'converged':>11}{'1st call s':>12}{'warm s':>9}")
+    adam = optax.adam(0.1)  # built once: a new optimizer object would compile a new loop
+    fitters = (
+        ("ALS", lambda: jaxtd.cp_als(x, 3, max_iter=args.max_iter, tol=1e-7)),
+        ("L-BFGS", lambda: jaxtd.cp_opt(x, 3, max_iter=args.max_iter, tol=1e-7)),
+        (
+            "Adam lr=0.1",
+            lambda: jaxtd.cp_opt(x, 3, optimizer=adam, max_iter=4 * args.max_iter, tol=1e-7),
+        ),
+    )
+    for name, fit in fitters:
+        res, first, warm = _timed(fit)
         print(
             f"{name:<18}{1 - float(res.rel_error):8.4f}{int(res.n_iter):7d}"
             f"{str(bool(res.converged)):>11}{first:12.3f}{warm:9.3f}"
