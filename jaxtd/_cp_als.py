@@ -72,11 +72,8 @@ def cp_als(
         >>> bool(res.rel_error < 1e-2)
         True
     """
-    x = _validate.as_tensor(x)
+    x, max_iter, tol, mask = _validate.fit_args(x, max_iter, tol, mask)
     rank = _validate.cp_rank(rank)
-    max_iter = _validate.max_iter(max_iter)
-    tol = _validate.tol(tol)
-    mask = _validate.mask(mask, x.shape)
     kind, model = cp_init_spec(init, x.shape, rank, key, x.dtype)
     return _cp_als(x, mask, model, key, tol, rank=rank, init=kind, max_iter=max_iter)
 

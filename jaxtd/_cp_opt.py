@@ -70,11 +70,8 @@ def cp_opt(
         >>> round(1 - float(res.rel_error), 3)
         0.975
     """
-    x = _validate.as_tensor(x)
+    x, max_iter, tol, mask = _validate.fit_args(x, max_iter, tol, mask)
     rank = _validate.cp_rank(rank)
-    max_iter = _validate.max_iter(max_iter)
-    tol = _validate.tol(tol)
-    mask = _validate.mask(mask, x.shape)
     optimizer = _validate.optimizer(optimizer)
     kind, model = cp_init_spec(init, x.shape, rank, key, x.dtype)
     return _cp_opt(

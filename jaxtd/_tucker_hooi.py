@@ -63,11 +63,8 @@ def tucker_hooi(
         >>> res.model.core.shape
         (3, 3, 3)
     """
-    x = _validate.as_tensor(x)
+    x, max_iter, tol, mask = _validate.fit_args(x, max_iter, tol, mask)
     ranks = _validate.tucker_rank(rank, x.shape)
-    max_iter = _validate.max_iter(max_iter)
-    tol = _validate.tol(tol)
-    mask = _validate.mask(mask, x.shape)
     kind, model = tucker_init_spec(init, x.shape, ranks, key, x.dtype)
     return _tucker_hooi(x, mask, model, key, tol, ranks=ranks, init=kind, max_iter=max_iter)
 

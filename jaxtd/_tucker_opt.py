@@ -60,11 +60,8 @@ def tucker_opt(
         >>> round(1 - float(res.rel_error), 3)
         0.976
     """
-    x = _validate.as_tensor(x)
+    x, max_iter, tol, mask = _validate.fit_args(x, max_iter, tol, mask)
     ranks = _validate.tucker_rank(rank, x.shape)
-    max_iter = _validate.max_iter(max_iter)
-    tol = _validate.tol(tol)
-    mask = _validate.mask(mask, x.shape)
     optimizer = _validate.optimizer(optimizer)
     kind, model = tucker_init_spec(init, x.shape, ranks, key, x.dtype)
     return _tucker_opt(

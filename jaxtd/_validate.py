@@ -123,6 +123,12 @@ def mask(value, shape: Sequence[int]) -> Array | None:
     return jnp.asarray(value)
 
 
+def fit_args(x, max_iter_value, tol_value, mask_value):
+    """The arguments every iterative fitter shares, checked: ``(x, max_iter, tol, mask)``."""
+    x = as_tensor(x)
+    return x, max_iter(max_iter_value), tol(tol_value), mask(mask_value, x.shape)
+
+
 def optimizer(value):
     """An optax ``GradientTransformation``; None means L-BFGS with its line search."""
     if value is None:
