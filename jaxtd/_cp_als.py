@@ -25,6 +25,7 @@ def cp_als(
     max_iter: int = 100,
     tol: float = 1e-6,
     mask=None,
+    nonnegative: bool = False,
 ) -> FitResult:
     r"""Fit a rank-``R`` CP model ``x ≈ [[w; A_0, ..., A_{N-1}]]`` by alternating least squares.
 
@@ -59,6 +60,11 @@ def cp_als(
             are imputed from the current model before each sweep (EM), and
             ``rel_error`` is taken over the observed entries (with a dense
             reconstruction per sweep).
+        nonnegative: constrain every factor to ``≥ 0`` (so the model too). Each mode is
+            then updated by HALS, one column at a time,
+            ``a_r ← max(0, a_r + (M[:, r] − A V[:, r]) / V[r, r])``, which keeps the
+            error non-increasing. The start is ``|init|`` (the signs of singular vectors
+            are arbitrary; a user init's negative entries are likewise made positive).
 
     Returns:
         ``FitResult`` whose ``model`` is a ``CPTensor`` with unit-norm factor columns.
@@ -75,26 +81,37 @@ def cp_als(
     x, max_iter, tol, mask = _validate.fit_args(x, max_iter, tol, mask)
     rank = _validate.cp_rank(rank)
     kind, model = cp_init_spec(init, x.shape, rank, key, x.dtype)
-    return _cp_als(x, mask, model, key, tol, rank=rank, init=kind, max_iter=max_iter)
+    nonnegative = bool(nonnegative)
+    return _cp_als(
+        x, mask, model, key, tol, rank=rank, init=kind, max_iter=max_iter, nonnegative=nonnegative
+    )
 
 
-@partial(jax.jit, static_argnames=("rank", "init", "max_iter"))
-def _cp_als(x, mask, init_model, key, tol, *, rank, init, max_iter) -> FitResult:
+@partial(jax.jit, static_argnames=("rank", "init", "max_iter", "nonnegative"))
+def _cp_als(x, mask, init_model, key, tol, *, rank, init, max_iter, nonnegative) -> FitResult:
     x_obs = x if mask is None else jnp.where(mask, x, 0)
     start = initial_cp(x_obs, rank, init, init_model, key)
+    if nonnegative:
+        start = jax.tree_util.tree_map(jnp.abs, start)
+    update = _hals_normalized if nonnegative else _solve_normalized
     loop = dict(max_iter=max_iter, tol=tol, input_status=input_status(x, mask), dtype=x.dtype)
     if mask is None:
         norm_x_sq = jnp.vdot(x, x)
-        model, stats = iterate(lambda cp: als_sweep(x, cp, norm_x_sq), start, **loop)
+        model, stats = iterate(lambda cp: als_sweep(x, cp, norm_x_sq, update), start, **loop)
     else:
-        sweep = lambda filled, cp: als_sweep(filled, cp, jnp.vdot(filled, filled))[0]  # noqa: E731
+        sweep = lambda filled, cp: als_sweep(filled, cp, jnp.vdot(filled, filled), update)[0]  # noqa: E731
         step = impute_step(sweep, cp_to_tensor, x_obs, mask)
         (model, _), stats = iterate(step, (start, cp_to_tensor(start)), **loop)
     return FitResult(model, *stats)
 
 
-def als_sweep(x: Array, cp: CPTensor, norm_x_sq: Array) -> tuple[CPTensor, Array]:
-    """One ALS sweep over all modes, with the relative error of the new model."""
+def als_sweep(x: Array, cp: CPTensor, norm_x_sq: Array, update=None) -> tuple[CPTensor, Array]:
+    """One ALS sweep over all modes, with the relative error of the new model.
+
+    ``update(mttkrp_n, v, current)`` returns the new unit-column factor and its column
+    norms; the default is the unconstrained least-squares solve.
+    """
+    update = update or _solve_normalized
     factors = list(cp.factors)
     grams = [f.T @ f for f in factors]
     split = (x.ndim + 1) // 2
@@ -107,9 +124,8 @@ def als_sweep(x: Array, cp: CPTensor, norm_x_sq: Array) -> tuple[CPTensor, Array
             others = [m - block[0] for m in block if m != n]
             by_pos = {m - block[0]: factors[m] for m in block if m != n}
             mttkrp_n = contract_shared_rank(partial_t, by_pos, others)
-            factors[n], weights = _solve_normalized(
-                mttkrp_n, gram_hadamard(grams[:n] + grams[n + 1 :])
-            )
+            v = gram_hadamard(grams[:n] + grams[n + 1 :])
+            factors[n], weights = update(mttkrp_n, v, factors[n] * weights[None, :])
             grams[n] = factors[n].T @ factors[n]
     # mttkrp_n is the last mode's MTTKRP with every other factor final.
     inner = jnp.sum(mttkrp_n * factors[-1] * weights[None, :])
@@ -121,7 +137,7 @@ def als_sweep(x: Array, cp: CPTensor, norm_x_sq: Array) -> tuple[CPTensor, Array
     return CPTensor(weights, tuple(factors)), rel_error
 
 
-def _solve_normalized(mttkrp_n: Array, v: Array) -> tuple[Array, Array]:
+def _solve_normalized(mttkrp_n: Array, v: Array, current: Array) -> tuple[Array, Array]:
     """``A = M V⁺`` (least-norm solution), then unit-norm columns and their norms.
 
     ``V⁺`` comes from ``eigh`` of the symmetric ``R × R`` matrix ``V``, dropping
@@ -134,5 +150,22 @@ def _solve_normalized(mttkrp_n: Array, v: Array) -> tuple[Array, Array]:
     cutoff = v.shape[0] * jnp.finfo(v.dtype).eps * eigvals[-1]
     inv = jnp.where(eigvals > cutoff, 1 / jnp.where(eigvals > cutoff, eigvals, 1), 0)
     factor = (mttkrp_n @ eigvecs) * inv[None, :] @ eigvecs.T
+    norms = jnp.linalg.norm(factor, axis=0)
+    return factor / jnp.where(norms > 0, norms, 1)[None, :], norms
+
+
+def _hals_normalized(mttkrp_n: Array, v: Array, current: Array) -> tuple[Array, Array]:
+    """Nonnegative update by HALS from ``current``, then unit-norm columns and their norms.
+
+    Column ``r`` minimises the error exactly over ``a_r ≥ 0`` with the others fixed:
+    ``a_r ← max(0, a_r + (M[:, r] − A V[:, r]) / V[r, r])``.
+    """
+
+    def column(r, a):
+        vrr = v[r, r]
+        step = (mttkrp_n[:, r] - a @ v[:, r]) / jnp.where(vrr > 0, vrr, 1)
+        return a.at[:, r].set(jnp.where(vrr > 0, jnp.maximum(a[:, r] + step, 0), a[:, r]))
+
+    factor = jax.lax.fori_loop(0, v.shape[0], column, current)
     norms = jnp.linalg.norm(factor, axis=0)
     return factor / jnp.where(norms > 0, norms, 1)[None, :], norms

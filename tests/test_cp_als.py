@@ -192,3 +192,28 @@ def test_rank_above_a_mode_size_uses_the_key():
     assert res.model.factors[0].shape == (3, 5) and np.isfinite(res.rel_error)
     with pytest.raises(ValueError, match="key"):
         jaxtd.cp_als(x, 5)
+
+
+def test_nonnegative_hals_factors_are_nonnegative_and_error_falls(aminoacids):
+    res = jaxtd.cp_als(aminoacids.tensor, 3, nonnegative=True, max_iter=300, tol=1e-9)
+    assert (
+        all(float(f.min()) >= 0 for f in res.model.factors) and float(res.model.weights.min()) >= 0
+    )
+    hist = np.asarray(res.history[: int(res.n_iter)])
+    assert np.all(np.diff(hist) <= TOL[np.float64]["monotone"])
+    assert 1 - float(res.rel_error) > 0.97  # the spectra are nonnegative, so little is lost
+
+
+def test_nonnegative_recovers_planted_and_starts_from_abs_of_a_user_init():
+    rng = np.random.default_rng(0)
+    factors = tuple(np.abs(rng.standard_normal((n, 3))) for n in (8, 9, 10))
+    x = jaxtd.cp_to_tensor(jaxtd.CPTensor(np.ones(3), factors))
+    res = jaxtd.cp_als(x, 3, nonnegative=True, max_iter=2000, tol=1e-12)
+    assert rel_diff(jaxtd.cp_to_tensor(res.model), x) < 1e-5
+    negative = jaxtd.CPTensor(np.ones(3), tuple(-f for f in factors))
+    from_neg = jaxtd.cp_als(x, 3, init=negative, nonnegative=True, max_iter=5)
+    from_abs = jaxtd.cp_als(
+        x, 3, init=jaxtd.CPTensor(np.ones(3), factors), nonnegative=True, max_iter=5
+    )
+    np.testing.assert_allclose(from_neg.rel_error, from_abs.rel_error, rtol=1e-12)
+    assert all(float(f.min()) >= 0 for f in from_neg.model.factors)
