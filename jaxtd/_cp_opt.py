@@ -11,9 +11,8 @@ from jax import Array
 from jaxtd import _validate
 from jaxtd._init import cp_init_spec, initial_cp
 from jaxtd._loop import minimize
-from jaxtd._models import CPTensor, cp_inner, cp_normalize, cp_to_tensor
+from jaxtd._models import CPTensor, cp_inner, cp_norm_sq, cp_normalize, cp_to_tensor
 from jaxtd._result import FitResult, input_status
-from jaxtd._tensor import gram_hadamard, mttkrp
 
 
 def cp_opt(
@@ -99,13 +98,10 @@ def _cp_opt(x, mask, init_model, key, tol, *, rank, init, max_iter, optimizer) -
 def cp_loss(x: Array, mask: Array | None, norm_x_sq: Array, factors) -> Array:
     """``½ ‖W ∗ (x − [[A]])‖² / ‖W ∗ x‖²`` (unit weights); ``x`` is zero where unobserved."""
     safe = jnp.where(norm_x_sq > 0, norm_x_sq, 1)
+    model = CPTensor(jnp.ones((factors[0].shape[1],), x.dtype), factors)
     if mask is None:
-        last = x.ndim - 1
-        inner = jnp.sum(mttkrp(x, factors, last) * factors[last])
-        model_sq = jnp.sum(gram_hadamard([f.T @ f for f in factors]))
-        return 0.5 * (norm_x_sq - 2 * inner + model_sq) / safe
-    ones = jnp.ones((factors[0].shape[1],), x.dtype)
-    residual = jnp.where(mask, x - cp_to_tensor(CPTensor(ones, factors)), 0)
+        return 0.5 * (norm_x_sq - 2 * cp_inner(x, model) + cp_norm_sq(model)) / safe
+    residual = jnp.where(mask, x - cp_to_tensor(model), 0)
     return 0.5 * jnp.vdot(residual, residual) / safe
 
 
@@ -117,7 +113,7 @@ def scaled_start(x: Array, cp: CPTensor, norm_x_sq: Array) -> tuple[Array, ...]:
     weights, factors = cp
     factors = (factors[0] * weights[None, :],) + tuple(factors[1:])
     unit = CPTensor(jnp.ones_like(weights), factors)
-    model_sq = jnp.sum(gram_hadamard([f.T @ f for f in factors]))
+    model_sq = cp_norm_sq(unit)
     alpha = cp_inner(x, unit) / jnp.where(model_sq > 0, model_sq, 1)
     alpha = jnp.where((alpha != 0) & (norm_x_sq > 0), alpha, jnp.where(norm_x_sq > 0, 1, 0))
     per_mode = jnp.abs(alpha) ** (1 / len(factors))

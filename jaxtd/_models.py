@@ -82,11 +82,18 @@ def cp_normalize(cp: CPTensor) -> CPTensor:
     return CPTensor(weights, tuple(out))
 
 
-def cp_norm(cp: CPTensor) -> Array:
-    """Frobenius norm ``sqrt(wᵀ (⊙_n A_nᵀ A_n) w)`` of a CP model, in ``O(Σ I_n R²)``."""
+def cp_norm_sq(cp: CPTensor) -> Array:
+    """Squared Frobenius norm ``wᵀ (⊙_n A_nᵀ A_n) w`` of a CP model, in ``O(Σ I_n R²)``.
+
+    Smooth everywhere, unlike :func:`cp_norm`, so losses use this one.
+    """
     weights, factors = cp
-    sq = weights @ gram_hadamard([f.T @ f for f in factors]) @ weights
-    return jnp.sqrt(jnp.maximum(sq, 0))
+    return weights @ gram_hadamard([f.T @ f for f in factors]) @ weights
+
+
+def cp_norm(cp: CPTensor) -> Array:
+    """Frobenius norm of a CP model: ``sqrt(cp_norm_sq(cp))``."""
+    return jnp.sqrt(jnp.maximum(cp_norm_sq(cp), 0))
 
 
 def cp_inner(x: Array | CPTensor, cp: CPTensor) -> Array:
@@ -102,14 +109,18 @@ def cp_inner(x: Array | CPTensor, cp: CPTensor) -> Array:
     return jnp.sum(mttkrp(x, factors, last) * factors[last] * weights[None, :])
 
 
-def tucker_norm(tucker: TuckerTensor) -> Array:
-    """Frobenius norm of a Tucker model from its core and factor Grams.
+def tucker_norm_sq(tucker: TuckerTensor) -> Array:
+    """Squared Frobenius norm of a Tucker model from its core and factor Grams.
 
     Factors need not be orthonormal: ``‖T‖² = ⟨G, G ×_n (U_nᵀ U_n)⟩``.
     """
     core, factors = tucker
-    sq = jnp.vdot(core, multi_mode_dot(core, [f.T @ f for f in factors]))
-    return jnp.sqrt(jnp.maximum(sq, 0))
+    return jnp.vdot(core, multi_mode_dot(core, [f.T @ f for f in factors]))
+
+
+def tucker_norm(tucker: TuckerTensor) -> Array:
+    """Frobenius norm of a Tucker model: ``sqrt(tucker_norm_sq(tucker))``."""
+    return jnp.sqrt(jnp.maximum(tucker_norm_sq(tucker), 0))
 
 
 def tucker_inner(x: Array | TuckerTensor, tucker: TuckerTensor) -> Array:

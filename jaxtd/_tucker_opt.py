@@ -11,7 +11,7 @@ from jax import Array
 from jaxtd import _validate
 from jaxtd._init import initial_tucker_factors, tucker_init_spec
 from jaxtd._loop import minimize
-from jaxtd._models import TuckerTensor, tucker_inner, tucker_to_tensor
+from jaxtd._models import TuckerTensor, tucker_inner, tucker_norm_sq, tucker_to_tensor
 from jaxtd._result import FitResult, input_status
 from jaxtd._tensor import multi_mode_dot
 
@@ -91,8 +91,6 @@ def tucker_loss(x: Array, mask: Array | None, norm_x_sq: Array, tucker: TuckerTe
     """``½ ‖W ∗ (x − T)‖² / ‖W ∗ x‖²``; ``x`` is zero where unobserved."""
     safe = jnp.where(norm_x_sq > 0, norm_x_sq, 1)
     if mask is None:
-        core, factors = tucker
-        model_sq = jnp.vdot(core, multi_mode_dot(core, [f.T @ f for f in factors]))
-        return 0.5 * (norm_x_sq - 2 * tucker_inner(x, tucker) + model_sq) / safe
+        return 0.5 * (norm_x_sq - 2 * tucker_inner(x, tucker) + tucker_norm_sq(tucker)) / safe
     residual = jnp.where(mask, x - tucker_to_tensor(tucker), 0)
     return 0.5 * jnp.vdot(residual, residual) / safe
