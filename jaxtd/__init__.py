@@ -2,6 +2,7 @@
 
 from jaxtd import datasets
 from jaxtd._api import cp, tucker
+from jaxtd._compare import Comparison, MethodRun, compare
 from jaxtd._cp_als import cp_als
 from jaxtd._cp_opt import cp_opt
 from jaxtd._hosvd import hosvd
@@ -24,6 +25,9 @@ from jaxtd._tucker_opt import tucker_opt
 __version__ = "0.1.0"
 
 __all__ = [
+    "Comparison",
+    "MethodRun",
+    "compare",
     "CPTensor",
     "FitResult",
     "Status",

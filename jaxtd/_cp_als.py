@@ -26,6 +26,7 @@ def cp_als(
     tol: float = 1e-6,
     mask=None,
     nonnegative: bool = False,
+    progress=None,
 ) -> FitResult:
     r"""Fit a rank-``R`` CP model ``x ≈ [[w; A_0, ..., A_{N-1}]]`` by alternating least squares.
 
@@ -65,6 +66,9 @@ def cp_als(
             ``a_r ← max(0, a_r + (M[:, r] − A V[:, r]) / V[r, r])``, which keeps the
             error non-increasing. The start is ``|init|`` (the signs of singular vectors
             are arbitrary; a user init's negative entries are likewise made positive).
+        progress: ``progress(iteration, rel_error)`` is called on the host after each
+            iteration (``jax.debug.callback``; a small transfer per iteration). Static:
+            pass the same function object to reuse the compiled loop.
 
     Returns:
         ``FitResult`` whose ``model`` is a ``CPTensor`` with unit-norm factor columns.
@@ -83,18 +87,35 @@ def cp_als(
     kind, model = cp_init_spec(init, x.shape, rank, key, x.dtype)
     nonnegative = bool(nonnegative)
     return _cp_als(
-        x, mask, model, key, tol, rank=rank, init=kind, max_iter=max_iter, nonnegative=nonnegative
+        x,
+        mask,
+        model,
+        key,
+        tol,
+        rank=rank,
+        init=kind,
+        max_iter=max_iter,
+        nonnegative=nonnegative,
+        progress=progress,
     )
 
 
-@partial(jax.jit, static_argnames=("rank", "init", "max_iter", "nonnegative"))
-def _cp_als(x, mask, init_model, key, tol, *, rank, init, max_iter, nonnegative) -> FitResult:
+@partial(jax.jit, static_argnames=("rank", "init", "max_iter", "nonnegative", "progress"))
+def _cp_als(
+    x, mask, init_model, key, tol, *, rank, init, max_iter, nonnegative, progress
+) -> FitResult:
     x_obs = x if mask is None else jnp.where(mask, x, 0)
     start = initial_cp(x_obs, rank, init, init_model, key)
     if nonnegative:
         start = jax.tree_util.tree_map(jnp.abs, start)
     update = _hals_normalized if nonnegative else _solve_normalized
-    loop = dict(max_iter=max_iter, tol=tol, input_status=input_status(x, mask), dtype=x.dtype)
+    loop = dict(
+        max_iter=max_iter,
+        tol=tol,
+        input_status=input_status(x, mask),
+        dtype=x.dtype,
+        progress=progress,
+    )
     if mask is None:
         norm_x_sq = jnp.vdot(x, x)
         model, stats = iterate(lambda cp: als_sweep(x, cp, norm_x_sq, update), start, **loop)

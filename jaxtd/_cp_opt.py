@@ -25,6 +25,8 @@ def cp_opt(
     max_iter: int = 500,
     tol: float = 1e-7,
     mask=None,
+    nonnegative: bool = False,
+    progress=None,
 ) -> FitResult:
     r"""Fit a rank-``R`` CP model by minimising the relative squared error with optax.
 
@@ -58,6 +60,13 @@ def cp_opt(
         tol: stop when ``|Δ rel_error|`` between two steps is below this.
         mask: boolean, shaped like ``x``; True marks an observed entry. ``rel_error``
             is then taken over the observed entries.
+        nonnegative: constrain every factor to ``≥ 0`` by the reparametrisation
+            ``A = B ∗ B`` (element-wise square), optimised over ``B`` from
+            ``B = sqrt(|A_start|)``; the factors come out ``≥ 0`` exactly. As in
+            :func:`cp_als`, a start with negative entries is made positive.
+        progress: ``progress(iteration, rel_error)`` is called on the host after each
+            iteration (``jax.debug.callback``; a small transfer per iteration). Static:
+            pass the same function object to reuse the compiled loop.
 
     Returns:
         ``FitResult`` with a ``CPTensor`` normalised as by :func:`cp_normalize`.
@@ -74,24 +83,46 @@ def cp_opt(
     optimizer = _validate.optimizer(optimizer)
     kind, model = cp_init_spec(init, x.shape, rank, key, x.dtype)
     return _cp_opt(
-        x, mask, model, key, tol, rank=rank, init=kind, max_iter=max_iter, optimizer=optimizer
+        x,
+        mask,
+        model,
+        key,
+        tol,
+        rank=rank,
+        init=kind,
+        max_iter=max_iter,
+        optimizer=optimizer,
+        nonnegative=bool(nonnegative),
+        progress=progress,
     )
 
 
-@partial(jax.jit, static_argnames=("rank", "init", "max_iter", "optimizer"))
-def _cp_opt(x, mask, init_model, key, tol, *, rank, init, max_iter, optimizer) -> FitResult:
+@partial(
+    jax.jit,
+    static_argnames=("rank", "init", "max_iter", "optimizer", "nonnegative", "progress"),
+)
+def _cp_opt(
+    x, mask, init_model, key, tol, *, rank, init, max_iter, optimizer, nonnegative, progress
+) -> FitResult:
     x_obs = x if mask is None else jnp.where(mask, x, 0)
     norm_x_sq = jnp.vdot(x_obs, x_obs)
     start = initial_cp(x_obs, rank, init, init_model, key)
-    factors, stats = minimize(
-        partial(cp_loss, x_obs, mask, norm_x_sq),
-        scaled_start(x_obs, start, norm_x_sq),
+    loss = partial(cp_loss, x_obs, mask, norm_x_sq)
+    params = scaled_start(x_obs, start, norm_x_sq)
+    if nonnegative:  # optimise B with A = B ∗ B ≥ 0
+        loss = lambda roots, loss=loss: loss(tuple(b * b for b in roots))  # noqa: E731
+        params = tuple(jnp.sqrt(jnp.abs(f)) for f in params)
+    params, stats = minimize(
+        loss,
+        params,
         optimizer,
         max_iter=max_iter,
         tol=tol,
         input_status=input_status(x, mask),
         dtype=x.dtype,
+        progress=progress,
     )
+    factors = tuple(b * b for b in params) if nonnegative else params
     return FitResult(cp_normalize(CPTensor(jnp.ones((rank,), x.dtype), factors)), *stats)
 
 

@@ -55,11 +55,14 @@ def iterate(
     input_status: Array,
     dtype,
     checked: Callable[[Any], Any] = lambda state: state,
+    progress: Callable[[Array, Array], None] | None = None,
 ) -> tuple[Any, LoopStats]:
     """Run ``state, rel_error = step(state)`` until the stopping rule holds.
 
     ``checked(state)`` is the part of the state that must stay finite (all of it by
-    default). Returns the final state and its ``LoopStats``; ``rel_error`` is NaN when
+    default). ``progress(iteration, rel_error)``, when given, runs on the host after
+    every iteration through ``jax.debug.callback``: one small transfer per iteration.
+    Returns the final state and its ``LoopStats``; ``rel_error`` is NaN when
     no iteration ran (non-finite input).
     """
 
@@ -70,6 +73,8 @@ def iterate(
         new_state, err = step(c.state)
         finite = jnp.isfinite(err) & all_finite(checked(new_state))
         converged = finite & (jnp.abs(err - c.rel_error) < tol)
+        if progress is not None:
+            jax.debug.callback(progress, c.i + 1, err)
         return _Carry(c.i + 1, new_state, err, c.history.at[c.i].set(err), converged, finite)
 
     init = _Carry(
@@ -132,6 +137,7 @@ def minimize(
     tol: Array,
     input_status: Array,
     dtype,
+    progress: Callable[[Array, Array], None] | None = None,
 ) -> tuple[Any, LoopStats]:
     """Minimise ``loss(params) = ½ rel_error²`` with an optax optimizer inside :func:`iterate`.
 
@@ -170,5 +176,6 @@ def minimize(
         input_status=input_status,
         dtype=dtype,
         checked=lambda s: (s.params, s.grad),
+        progress=progress,
     )
     return state.params, stats

@@ -26,6 +26,7 @@ def tucker_hooi(
     max_iter: int = 100,
     tol: float = 1e-6,
     mask=None,
+    progress=None,
 ) -> FitResult:
     r"""Fit a Tucker model ``x ≈ G ×_0 U_0 ... ×_{N-1} U_{N-1}`` with orthonormal ``U_n`` by HOOI.
 
@@ -52,6 +53,9 @@ def tucker_hooi(
         mask: boolean, shaped like ``x``; True marks an observed entry. Missing entries
             are imputed from the current model before each sweep (EM), and
             ``rel_error`` is taken over the observed entries.
+        progress: ``progress(iteration, rel_error)`` is called on the host after each
+            iteration (``jax.debug.callback``; a small transfer per iteration). Static:
+            pass the same function object to reuse the compiled loop.
 
     Returns:
         ``FitResult`` with a ``TuckerTensor`` whose factors are orthonormal.
@@ -66,14 +70,22 @@ def tucker_hooi(
     x, max_iter, tol, mask = _validate.fit_args(x, max_iter, tol, mask)
     ranks = _validate.tucker_rank(rank, x.shape)
     kind, model = tucker_init_spec(init, x.shape, ranks, key, x.dtype)
-    return _tucker_hooi(x, mask, model, key, tol, ranks=ranks, init=kind, max_iter=max_iter)
+    return _tucker_hooi(
+        x, mask, model, key, tol, ranks=ranks, init=kind, max_iter=max_iter, progress=progress
+    )
 
 
-@partial(jax.jit, static_argnames=("ranks", "init", "max_iter"))
-def _tucker_hooi(x, mask, init_model, key, tol, *, ranks, init, max_iter) -> FitResult:
+@partial(jax.jit, static_argnames=("ranks", "init", "max_iter", "progress"))
+def _tucker_hooi(x, mask, init_model, key, tol, *, ranks, init, max_iter, progress) -> FitResult:
     x_obs = x if mask is None else jnp.where(mask, x, 0)
     factors = initial_tucker_factors(x_obs, ranks, init, init_model, key)
-    loop = dict(max_iter=max_iter, tol=tol, input_status=input_status(x, mask), dtype=x.dtype)
+    loop = dict(
+        max_iter=max_iter,
+        tol=tol,
+        input_status=input_status(x, mask),
+        dtype=x.dtype,
+        progress=progress,
+    )
     if mask is None:
         norm_x_sq = jnp.vdot(x, x)
         start = TuckerTensor(jnp.zeros(ranks, x.dtype), factors)

@@ -26,6 +26,7 @@ def tucker_opt(
     max_iter: int = 500,
     tol: float = 1e-7,
     mask=None,
+    progress=None,
 ) -> FitResult:
     r"""Fit a Tucker model (core and factors together) by gradient descent with optax.
 
@@ -49,6 +50,9 @@ def tucker_opt(
         max_iter: the most optimizer steps; also the length of ``history``.
         tol: stop when ``|Δ rel_error|`` between two steps is below this.
         mask: boolean, shaped like ``x``; True marks an observed entry.
+        progress: ``progress(iteration, rel_error)`` is called on the host after each
+            iteration (``jax.debug.callback``; a small transfer per iteration). Static:
+            pass the same function object to reuse the compiled loop.
 
     Returns:
         ``FitResult`` with a ``TuckerTensor``.
@@ -65,12 +69,21 @@ def tucker_opt(
     optimizer = _validate.optimizer(optimizer)
     kind, model = tucker_init_spec(init, x.shape, ranks, key, x.dtype)
     return _tucker_opt(
-        x, mask, model, key, tol, ranks=ranks, init=kind, max_iter=max_iter, optimizer=optimizer
+        x,
+        mask,
+        model,
+        key,
+        tol,
+        ranks=ranks,
+        init=kind,
+        max_iter=max_iter,
+        optimizer=optimizer,
+        progress=progress,
     )
 
 
-@partial(jax.jit, static_argnames=("ranks", "init", "max_iter", "optimizer"))
-def _tucker_opt(x, mask, init_model, key, tol, *, ranks, init, max_iter, optimizer):
+@partial(jax.jit, static_argnames=("ranks", "init", "max_iter", "optimizer", "progress"))
+def _tucker_opt(x, mask, init_model, key, tol, *, ranks, init, max_iter, optimizer, progress):
     x_obs = x if mask is None else jnp.where(mask, x, 0)
     norm_x_sq = jnp.vdot(x_obs, x_obs)
     factors = initial_tucker_factors(x_obs, ranks, init, init_model, key)
@@ -83,6 +96,7 @@ def _tucker_opt(x, mask, init_model, key, tol, *, ranks, init, max_iter, optimiz
         tol=tol,
         input_status=input_status(x, mask),
         dtype=x.dtype,
+        progress=progress,
     )
     return FitResult(params, *stats)
 
