@@ -11,7 +11,7 @@ import numpy as np
 from jaxtd import _validate
 from jaxtd._cp_als import cp_als
 from jaxtd._cp_opt import cp_opt
-from jaxtd._result import Status
+from jaxtd._result import FitResult, Status
 from jaxtd._tucker_hooi import tucker_hooi
 from jaxtd._tucker_opt import tucker_opt
 
@@ -22,7 +22,7 @@ _FITTERS = {
 
 
 class MethodRun(NamedTuple):
-    """One method's outcome in a :class:`Comparison` (host values, not arrays)."""
+    """One method's outcome in a :class:`Comparison`: host numbers, and the full ``result``."""
 
     method: str
     rel_error: float
@@ -34,6 +34,7 @@ class MethodRun(NamedTuple):
     run_s: float
     s_per_iter: float
     history: np.ndarray
+    result: FitResult
 
 
 class Comparison:
@@ -75,11 +76,12 @@ class Comparison:
         raise KeyError(f"no method {method!r}; have {[r.method for r in self.runs]}")
 
     def to_dict(self) -> dict:
-        """``{method: {field: value}}``, with each history as a list cut at ``n_iter``."""
+        """``{method: {field: value}}``, histories as lists cut at ``n_iter``, no ``result``."""
         out = {}
         for r in self.runs:
             row = r._asdict()
             row.pop("method")
+            row.pop("result")
             row["history"] = r.history[: r.n_iter].tolist()
             out[r.method] = row
         return out
@@ -162,4 +164,5 @@ def _timed_run(method: str, fit) -> MethodRun:
         run_s=run_s,
         s_per_iter=run_s / max(n_iter, 1),
         history=np.asarray(res.history),
+        result=res,
     )
