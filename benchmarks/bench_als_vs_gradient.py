@@ -29,21 +29,10 @@ MAX_ITER = {"als": 3000, "opt": 1000, "adam": 3000}
 GAP = 1e-4
 
 
-def collinear_factor(rng, size, rank, congruence):
-    """``size x rank`` factor with unit columns and congruence ``congruence`` between any two."""
-    q, _ = np.linalg.qr(rng.standard_normal((size, rank)))
-    gram = np.full((rank, rank), congruence)
-    np.fill_diagonal(gram, 1.0)
-    return q @ np.linalg.cholesky(gram).T
-
-
 def planted_tensor(shape, rank, congruence=0.9, noise=0.01, seed=0):
     """A rank-``rank`` CP tensor with collinear factors plus Gaussian noise, in float32."""
-    rng = np.random.default_rng(seed)
-    factors = [collinear_factor(rng, n, rank, congruence) for n in shape]
-    x = np.asarray(jaxtd.cp_to_tensor(jaxtd.CPTensor(np.ones(rank), factors)), np.float64)
-    e = rng.standard_normal(x.shape)
-    return (x + noise * np.linalg.norm(x) / np.linalg.norm(e) * e).astype(np.float32)
+    x, _ = jaxtd.datasets.make_cp_tensor(shape, rank, congruence=congruence, noise=noise, seed=seed)
+    return x.astype(np.float32)
 
 
 def bench(name, x, rank, adam_lr):

@@ -34,21 +34,10 @@ import jaxtd  # noqa: E402
 LABELS = {"als": "ALS", "opt": "L-BFGS", "adam": "Adam"}
 
 
-def collinear_factor(rng, size, rank, congruence):
-    """``size x rank`` factor with unit columns and congruence ``congruence`` between any two."""
-    q, _ = np.linalg.qr(rng.standard_normal((size, rank)))
-    gram = np.full((rank, rank), congruence)
-    np.fill_diagonal(gram, 1.0)
-    return q @ np.linalg.cholesky(gram).T
-
-
 def planted_tensor(shape, rank, congruence=0.9, noise=0.01, seed=0):
     """A rank-``rank`` CP tensor with collinear factors plus Gaussian noise, in float32."""
-    rng = np.random.default_rng(seed)
-    factors = [collinear_factor(rng, n, rank, congruence) for n in shape]
-    x = np.asarray(jaxtd.cp_to_tensor(jaxtd.CPTensor(np.ones(rank), factors)), np.float64)
-    e = rng.standard_normal(x.shape)
-    return (x + noise * np.linalg.norm(x) / np.linalg.norm(e) * e).astype(np.float32)
+    x, _ = jaxtd.datasets.make_cp_tensor(shape, rank, congruence=congruence, noise=noise, seed=seed)
+    return x.astype(np.float32)
 
 
 def last_improvement(history, eps=1e-6):
