@@ -61,6 +61,11 @@ def test_nonnegative_cp_opt_gives_nonnegative_factors(aminoacids):
     res = jaxtd.cp_opt(aminoacids.tensor, 3, nonnegative=True, max_iter=300)
     assert all(float(f.min()) >= 0 for f in res.model.factors)
     assert 1 - float(res.rel_error) > 0.97
+    # A negative user start is made positive (|init|), as for cp_als: the same fit results.
+    negative = jaxtd.CPTensor(-res.model.weights, tuple(-f for f in res.model.factors))
+    again = jaxtd.cp_opt(aminoacids.tensor, 3, init=negative, nonnegative=True, max_iter=300)
+    assert all(float(f.min()) >= 0 for f in again.model.factors)
+    assert abs(float(again.rel_error) - float(res.rel_error)) < 1e-3
 
 
 def test_compare_command_prints_a_table(tmp_path, capsys, aminoacids):
