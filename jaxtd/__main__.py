@@ -1,4 +1,4 @@
-"""Command line: ``python -m jaxtd demo`` and ``python -m jaxtd compare``."""
+"""Command line: ``python -m jaxtd demo``, ``compare`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -232,8 +232,16 @@ def main(argv=None) -> int:
     p_cmp.add_argument("--quiet", action="store_true", help="no progress lines")
     p_cmp.set_defaults(func=compare_cmd)
 
+    from jaxtd import _bench
+
+    p_bench = sub.add_parser(
+        "bench", help="benchmark suite: speed against the bandwidth bound and peers, batch, memory"
+    )
+    _bench.add_arguments(p_bench)
+    p_bench.set_defaults(func=_bench.run)
+
     args = parser.parse_args(argv)
-    if args.max_iter < 1:
+    if getattr(args, "max_iter", 1) < 1:
         parser.error(f"--max-iter must be >= 1, got {args.max_iter}")
     try:
         return args.func(args)
