@@ -9,11 +9,13 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxtd import _validate
+from jaxtd._cp_opt import cp_residual_loss
+from jaxtd._implicit import cp_at_optimum
 from jaxtd._init import cp_init_spec, initial_cp
 from jaxtd._loop import impute_step, iterate
 from jaxtd._models import CPTensor, cp_to_tensor
 from jaxtd._result import FitResult, input_status
-from jaxtd._tensor import contract_shared_rank, contract_to_rank, gram_hadamard
+from jaxtd._tensor import contract_shared_rank, contract_to_rank, gram_hadamard, psd_pinv
 
 
 def cp_als(
@@ -27,6 +29,7 @@ def cp_als(
     mask=None,
     nonnegative: bool = False,
     progress=None,
+    diff: str = "implicit",
 ) -> FitResult:
     r"""Fit a rank-``R`` CP model ``x ≈ [[w; A_0, ..., A_{N-1}]]`` by alternating least squares.
 
@@ -69,6 +72,14 @@ def cp_als(
         progress: ``progress(iteration, rel_error)`` is called on the host after each
             iteration (``jax.debug.callback``; a small transfer per iteration). Static:
             pass the same function object to reuse the compiled loop.
+        diff: how ``jax.grad`` (or ``jvp``) with respect to ``x`` goes through the fit.
+            ``"implicit"`` (default): by the implicit function theorem at the optimum
+            (one conjugate-gradient solve with Hessian-vector products; see
+            ``jaxtd._implicit``), with no cost when no derivative is taken.
+            ``"unroll"``: through every sweep of a ``lax.scan`` of ``max_iter`` sweeps
+            (the derivative of the iterate actually returned, at ``max_iter`` times the
+            memory). Only ``model`` carries derivatives; ``rel_error`` and ``history``
+            are constants.
 
     Returns:
         ``FitResult`` whose ``model`` is a ``CPTensor`` with unit-norm factor columns.
@@ -97,13 +108,17 @@ def cp_als(
         max_iter=max_iter,
         nonnegative=nonnegative,
         progress=progress,
+        diff=_validate.diff(diff),
     )
 
 
-@partial(jax.jit, static_argnames=("rank", "init", "max_iter", "nonnegative", "progress"))
+@partial(jax.jit, static_argnames=("rank", "init", "max_iter", "nonnegative", "progress", "diff"))
 def _cp_als(
-    x, mask, init_model, key, tol, *, rank, init, max_iter, nonnegative, progress
+    x, mask, init_model, key, tol, *, rank, init, max_iter, nonnegative, progress, diff
 ) -> FitResult:
+    x_input = x
+    if diff == "implicit":  # the loop is not differentiated; the optimum is (below)
+        x = jax.lax.stop_gradient(x)
     x_obs = x if mask is None else jnp.where(mask, x, 0)
     start = initial_cp(x_obs, rank, init, init_model, key)
     if nonnegative:
@@ -115,6 +130,7 @@ def _cp_als(
         input_status=input_status(x, mask),
         dtype=x.dtype,
         progress=progress,
+        unroll=diff == "unroll",
     )
     if mask is None:
         norm_x_sq = jnp.vdot(x, x)
@@ -123,6 +139,8 @@ def _cp_als(
         sweep = lambda filled, cp: als_sweep(filled, cp, jnp.vdot(filled, filled), update)[0]  # noqa: E731
         step = impute_step(sweep, cp_to_tensor, x_obs, mask)
         (model, _), stats = iterate(step, (start, cp_to_tensor(start)), **loop)
+    if diff == "implicit":
+        model = cp_at_optimum(cp_residual_loss, model, (x_input, mask), nonnegative)
     return FitResult(model, *stats)
 
 
@@ -161,18 +179,19 @@ def als_sweep(x: Array, cp: CPTensor, norm_x_sq: Array, update=None) -> tuple[CP
 def _solve_normalized(mttkrp_n: Array, v: Array, current: Array) -> tuple[Array, Array]:
     """``A = M V⁺`` (least-norm solution), then unit-norm columns and their norms.
 
-    ``V⁺`` comes from ``eigh`` of the symmetric ``R × R`` matrix ``V``, dropping
-    eigenvalues below ``R · eps · λ_max`` (NumPy's ``pinv`` rule), so a singular ``V``
-    (an all-zero tensor, a zero column) gives finite factors. One ``eigh`` is also much
-    faster inside the compiled loop on CPU than a Cholesky factor and two triangular
-    solves.
+    ``V⁺`` comes from ``eigh`` of the symmetric ``R × R`` matrix ``V`` (see
+    :func:`jaxtd._tensor.psd_pinv`), so a singular ``V`` (an all-zero tensor, a zero
+    column) gives finite factors. One ``eigh`` is also much faster inside the compiled
+    loop on CPU than a Cholesky factor and two triangular solves.
     """
-    eigvals, eigvecs = jnp.linalg.eigh(v)
-    cutoff = v.shape[0] * jnp.finfo(v.dtype).eps * eigvals[-1]
-    inv = jnp.where(eigvals > cutoff, 1 / jnp.where(eigvals > cutoff, eigvals, 1), 0)
-    factor = (mttkrp_n @ eigvecs) * inv[None, :] @ eigvecs.T
-    norms = jnp.linalg.norm(factor, axis=0)
+    factor = mttkrp_n @ psd_pinv(v)
+    norms = _column_norms(factor)
     return factor / jnp.where(norms > 0, norms, 1)[None, :], norms
+
+
+def _column_norms(factor: Array) -> Array:
+    sq = jnp.sum(factor * factor, axis=0)
+    return jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1)), 0)  # no NaN derivative at 0
 
 
 def _hals_normalized(mttkrp_n: Array, v: Array, current: Array) -> tuple[Array, Array]:
@@ -188,5 +207,5 @@ def _hals_normalized(mttkrp_n: Array, v: Array, current: Array) -> tuple[Array, 
         return a.at[:, r].set(jnp.where(vrr > 0, jnp.maximum(a[:, r] + step, 0), a[:, r]))
 
     factor = jax.lax.fori_loop(0, v.shape[0], column, current)
-    norms = jnp.linalg.norm(factor, axis=0)
+    norms = _column_norms(factor)
     return factor / jnp.where(norms > 0, norms, 1)[None, :], norms

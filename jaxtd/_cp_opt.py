@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxtd import _validate
+from jaxtd._implicit import cp_at_optimum
 from jaxtd._init import cp_init_spec, initial_cp
 from jaxtd._loop import minimize
 from jaxtd._models import CPTensor, cp_inner, cp_norm_sq, cp_normalize, cp_to_tensor
@@ -27,6 +28,7 @@ def cp_opt(
     mask=None,
     nonnegative: bool = False,
     progress=None,
+    diff: str = "implicit",
 ) -> FitResult:
     r"""Fit a rank-``R`` CP model by minimising the relative squared error with optax.
 
@@ -67,6 +69,11 @@ def cp_opt(
         progress: ``progress(iteration, rel_error)`` is called on the host after each
             iteration (``jax.debug.callback``; a small transfer per iteration). Static:
             pass the same function object to reuse the compiled loop.
+        diff: how ``jax.grad`` with respect to ``x`` goes through the fit: ``"implicit"``
+            (default, at the optimum, as in :func:`cp_als`) or ``"unroll"`` (through
+            every step of a ``lax.scan``; the optimizer's update must itself be
+            reverse-differentiable, which L-BFGS's line search, a ``while_loop``, is not:
+            use e.g. ``optax.adam``).
 
     Returns:
         ``FitResult`` with a ``CPTensor`` normalised as by :func:`cp_normalize`.
@@ -94,16 +101,20 @@ def cp_opt(
         optimizer=optimizer,
         nonnegative=bool(nonnegative),
         progress=progress,
+        diff=_validate.diff(diff),
     )
 
 
 @partial(
     jax.jit,
-    static_argnames=("rank", "init", "max_iter", "optimizer", "nonnegative", "progress"),
+    static_argnames=("rank", "init", "max_iter", "optimizer", "nonnegative", "progress", "diff"),
 )
 def _cp_opt(
-    x, mask, init_model, key, tol, *, rank, init, max_iter, optimizer, nonnegative, progress
+    x, mask, init_model, key, tol, *, rank, init, max_iter, optimizer, nonnegative, progress, diff
 ) -> FitResult:
+    x_input = x
+    if diff == "implicit":  # the loop is not differentiated; the optimum is (below)
+        x = jax.lax.stop_gradient(x)
     x_obs = x if mask is None else jnp.where(mask, x, 0)
     norm_x_sq = jnp.vdot(x_obs, x_obs)
     start = initial_cp(x_obs, rank, init, init_model, key)
@@ -121,9 +132,21 @@ def _cp_opt(
         input_status=input_status(x, mask),
         dtype=x.dtype,
         progress=progress,
+        unroll=diff == "unroll",
     )
     factors = tuple(b * b for b in params) if nonnegative else params
-    return FitResult(cp_normalize(CPTensor(jnp.ones((rank,), x.dtype), factors)), *stats)
+    model = cp_normalize(CPTensor(jnp.ones((rank,), x.dtype), factors))
+    if diff == "implicit":
+        model = cp_at_optimum(cp_residual_loss, model, (x_input, mask), nonnegative)
+    return FitResult(model, *stats)
+
+
+def cp_residual_loss(factors, data: tuple[Array, Array | None]) -> Array:
+    """``½ ‖W ∗ (x − [[factors]])‖²`` (unit weights), ``data = (x, mask)``: fits are its minima."""
+    x, mask = data
+    x_obs = x if mask is None else jnp.where(mask, x, 0)
+    norm_x_sq = jnp.vdot(x_obs, x_obs)
+    return cp_loss(x_obs, mask, norm_x_sq, factors) * norm_x_sq
 
 
 def cp_loss(x: Array, mask: Array | None, norm_x_sq: Array, factors) -> Array:

@@ -56,12 +56,16 @@ def iterate(
     dtype,
     checked: Callable[[Any], Any] = lambda state: state,
     progress: Callable[[Array, Array], None] | None = None,
+    unroll: bool = False,
 ) -> tuple[Any, LoopStats]:
     """Run ``state, rel_error = step(state)`` until the stopping rule holds.
 
     ``checked(state)`` is the part of the state that must stay finite (all of it by
     default). ``progress(iteration, rel_error)``, when given, runs on the host after
     every iteration through ``jax.debug.callback``: one small transfer per iteration.
+    ``unroll=True`` runs a ``lax.scan`` of exactly ``max_iter`` steps instead, each one
+    a no-op once the rule holds, so that reverse-mode differentiation can go through
+    every iteration (at ``max_iter`` steps of cost and memory).
     Returns the final state and its ``LoopStats``; ``rel_error`` is NaN when
     no iteration ran (non-finite input).
     """
@@ -73,7 +77,7 @@ def iterate(
         new_state, err = step(c.state)
         finite = jnp.isfinite(err) & all_finite(checked(new_state))
         converged = finite & (jnp.abs(err - c.rel_error) < tol)
-        if progress is not None:
+        if progress is not None and not unroll:
             jax.debug.callback(progress, c.i + 1, err)
         return _Carry(c.i + 1, new_state, err, c.history.at[c.i].set(err), converged, finite)
 
@@ -85,7 +89,19 @@ def iterate(
         converged=jnp.asarray(False),
         finite=input_status == Status.SUCCESS,
     )
-    c = lax.while_loop(cond, body, init)
+    if unroll:
+
+        def masked_body(c: _Carry, _) -> tuple[_Carry, None]:
+            active = cond(c)
+            new = body(c)
+            if progress is not None:
+                lax.cond(active, lambda: jax.debug.callback(progress, new.i, new.rel_error),
+                         lambda: None)  # fmt: skip
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), new, c), None
+
+        c, _ = lax.scan(masked_body, init, length=max_iter)
+    else:
+        c = lax.while_loop(cond, body, init)
     rel_error = jnp.where(c.i > 0, c.rel_error, jnp.nan)
     status = status_code(input_status, c.finite, c.converged)
     return c.state, LoopStats(rel_error, c.i, c.converged, c.history, status)
@@ -138,6 +154,7 @@ def minimize(
     input_status: Array,
     dtype,
     progress: Callable[[Array, Array], None] | None = None,
+    unroll: bool = False,
 ) -> tuple[Any, LoopStats]:
     """Minimise ``loss(params) = ½ rel_error²`` with an optax optimizer inside :func:`iterate`.
 
@@ -177,5 +194,6 @@ def minimize(
         dtype=dtype,
         checked=lambda s: (s.params, s.grad),
         progress=progress,
+        unroll=unroll,
     )
     return state.params, stats

@@ -76,8 +76,10 @@ def cp_normalize(cp: CPTensor) -> CPTensor:
     weights, factors = cp
     out = []
     for f in factors:
-        norms = jnp.linalg.norm(f, axis=0)
-        out.append(f / jnp.where(norms > 0, norms, 1)[None, :])
+        sq = jnp.sum(f * f, axis=0)
+        # sqrt through where, so that a zero column has a zero (not NaN) derivative
+        norms = jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1)), 0)
+        out.append(f / jnp.where(sq > 0, norms, 1)[None, :])
         weights = weights * norms
     return CPTensor(weights, tuple(out))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 from jax import Array
 
@@ -169,3 +170,25 @@ def fix_signs(u: Array) -> Array:
     idx = jnp.argmax(jnp.abs(u), axis=0)
     signs = jnp.sign(u[idx, jnp.arange(u.shape[1])])
     return u * jnp.where(signs == 0, 1, signs).astype(u.dtype)[None, :]
+
+
+@jax.custom_jvp
+def psd_pinv(v: Array) -> Array:
+    """Pseudo-inverse of a symmetric positive semi-definite matrix, from one ``eigh``.
+
+    Eigenvalues below ``n · eps · λ_max`` (NumPy's ``pinv`` rule) are dropped, so a
+    singular ``v`` gives a finite result. The derivative is that of the inverse,
+    ``d(V⁻¹) = −V⁻¹ dV V⁻¹``: exact where ``v`` is invertible, and finite even where
+    its eigenvalues repeat (the derivative of ``eigh`` itself is not there).
+    """
+    eigvals, eigvecs = jnp.linalg.eigh(v)
+    cutoff = v.shape[0] * jnp.finfo(v.dtype).eps * eigvals[-1]
+    inv = jnp.where(eigvals > cutoff, 1 / jnp.where(eigvals > cutoff, eigvals, 1), 0)
+    return (eigvecs * inv[None, :]) @ eigvecs.T
+
+
+@psd_pinv.defjvp
+def _psd_pinv_jvp(primals, tangents):
+    (v,), (dv,) = primals, tangents
+    inv = psd_pinv(v)
+    return inv, -inv @ dv @ inv

@@ -10,11 +10,13 @@ from jax import Array
 
 from jaxtd import _validate
 from jaxtd._hosvd import tucker_rel_error
+from jaxtd._implicit import tucker_at_optimum
 from jaxtd._init import initial_tucker_factors, tucker_init_spec
 from jaxtd._loop import impute_step, iterate
 from jaxtd._models import TuckerTensor, tucker_to_tensor
 from jaxtd._result import FitResult, input_status
 from jaxtd._tensor import leading_left_singular_vectors, mode_dot, multi_mode_dot, unfold
+from jaxtd._tucker_opt import tucker_residual_loss
 
 
 def tucker_hooi(
@@ -27,6 +29,7 @@ def tucker_hooi(
     tol: float = 1e-6,
     mask=None,
     progress=None,
+    diff: str = "implicit",
 ) -> FitResult:
     r"""Fit a Tucker model ``x ≈ G ×_0 U_0 ... ×_{N-1} U_{N-1}`` with orthonormal ``U_n`` by HOOI.
 
@@ -56,6 +59,12 @@ def tucker_hooi(
         progress: ``progress(iteration, rel_error)`` is called on the host after each
             iteration (``jax.debug.callback``; a small transfer per iteration). Static:
             pass the same function object to reuse the compiled loop.
+        diff: how ``jax.grad`` with respect to ``x`` goes through the fit: ``"implicit"``
+            (default, at the optimum; see :func:`jaxtd.cp_als`) or ``"unroll"`` (through
+            every sweep of a ``lax.scan`` of ``max_iter`` sweeps). The Tucker basis of
+            each mode is only defined up to rotation: gradients of functions of the
+            reconstruction are exact; those of individual factors are taken along
+            directions orthogonal to that freedom.
 
     Returns:
         ``FitResult`` with a ``TuckerTensor`` whose factors are orthonormal.
@@ -71,12 +80,26 @@ def tucker_hooi(
     ranks = _validate.tucker_rank(rank, x.shape)
     kind, model = tucker_init_spec(init, x.shape, ranks, key, x.dtype)
     return _tucker_hooi(
-        x, mask, model, key, tol, ranks=ranks, init=kind, max_iter=max_iter, progress=progress
+        x,
+        mask,
+        model,
+        key,
+        tol,
+        ranks=ranks,
+        init=kind,
+        max_iter=max_iter,
+        progress=progress,
+        diff=_validate.diff(diff),
     )
 
 
-@partial(jax.jit, static_argnames=("ranks", "init", "max_iter", "progress"))
-def _tucker_hooi(x, mask, init_model, key, tol, *, ranks, init, max_iter, progress) -> FitResult:
+@partial(jax.jit, static_argnames=("ranks", "init", "max_iter", "progress", "diff"))
+def _tucker_hooi(
+    x, mask, init_model, key, tol, *, ranks, init, max_iter, progress, diff
+) -> FitResult:
+    x_input = x
+    if diff == "implicit":  # the loop is not differentiated; the optimum is (below)
+        x = jax.lax.stop_gradient(x)
     x_obs = x if mask is None else jnp.where(mask, x, 0)
     factors = initial_tucker_factors(x_obs, ranks, init, init_model, key)
     loop = dict(
@@ -85,6 +108,7 @@ def _tucker_hooi(x, mask, init_model, key, tol, *, ranks, init, max_iter, progre
         input_status=input_status(x, mask),
         dtype=x.dtype,
         progress=progress,
+        unroll=diff == "unroll",
     )
     if mask is None:
         norm_x_sq = jnp.vdot(x, x)
@@ -96,6 +120,8 @@ def _tucker_hooi(x, mask, init_model, key, tol, *, ranks, init, max_iter, progre
         sweep = lambda filled, tk: hooi_sweep(filled, tk.factors, jnp.vdot(filled, filled))[0]  # noqa: E731
         step = impute_step(sweep, tucker_to_tensor, x_obs, mask)
         (model, _), stats = iterate(step, (start, tucker_to_tensor(start)), **loop)
+    if diff == "implicit":
+        model = tucker_at_optimum(tucker_residual_loss, model, (x_input, mask))
     return FitResult(model, *stats)
 
 

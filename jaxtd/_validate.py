@@ -145,3 +145,11 @@ def choice(value, name: str, options: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in options:
         raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}")
     return value
+
+
+DIFF_MODES = ("implicit", "unroll")
+
+
+def diff(value) -> str:
+    """How gradients go through a fit: ``"implicit"`` (at the optimum) or ``"unroll"``."""
+    return choice(value, "diff", DIFF_MODES)
