@@ -17,6 +17,8 @@ from jaxtd._models import (
     tucker_norm,
     tucker_to_tensor,
 )
+from jaxtd._multistart import MultiStart, multi_start
+from jaxtd._rank import RankSweep, corcondia, rank_sweep
 from jaxtd._result import FitResult, Status
 from jaxtd._tensor import fold, khatri_rao, mode_dot, mttkrp, multi_mode_dot, unfold
 from jaxtd._tucker_hooi import tucker_hooi
@@ -27,6 +29,11 @@ __version__ = "0.1.0"
 __all__ = [
     "Comparison",
     "MethodRun",
+    "MultiStart",
+    "RankSweep",
+    "corcondia",
+    "multi_start",
+    "rank_sweep",
     "compare",
     "CPTensor",
     "FitResult",
