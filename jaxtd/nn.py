@@ -424,15 +424,16 @@ def factorized_conv(
         ``(N, H', W', C_out)``.
 
     Example:
-        >>> import jax, jax.numpy as jnp
-        >>> kernel = jax.random.normal(jax.random.key(0), (3, 3, 4, 6))
-        >>> layer = decompose_conv(kernel, 2, kind="tucker2")
-        >>> x = jax.random.normal(jax.random.key(1), (1, 8, 8, 4))
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> kernel = rng.standard_normal((3, 3, 6, 8))
+        >>> layer = decompose_conv(kernel, (4, 3), kind="tucker2")
+        >>> x = rng.standard_normal((1, 8, 8, 6))
         >>> y = factorized_conv(x, layer, strides=2)
         >>> ref = jax.lax.conv_general_dilated(x, dense_kernel(layer), (2, 2), "SAME",
         ...     dimension_numbers=("NHWC", "HWIO", "NHWC"))
         >>> y.shape, bool(jnp.allclose(y, ref, atol=1e-4))
-        ((1, 4, 4, 6), True)
+        ((1, 4, 4, 8), True)
     """
     kh, kw, cin, _ = _layer_shape(layer)
     if not hasattr(x, "shape"):
@@ -521,10 +522,11 @@ def patch_moment(
         ``(D, D)``, in the dtype of ``inputs``.
 
     Example:
-        >>> import jax, jax.numpy as jnp
-        >>> x = jax.random.normal(jax.random.key(0), (2, 5, 5, 3))
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.standard_normal((2, 5, 5, 3))
         >>> s = patch_moment(x, 3)
-        >>> k1, k2 = jax.random.normal(jax.random.key(1), (2, 3, 3, 3, 4))
+        >>> k1, k2 = rng.standard_normal((2, 3, 3, 3, 4))
         >>> conv = lambda k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
         ...     dimension_numbers=("NHWC", "HWIO", "NHWC"))
         >>> d = (k1 - k2).reshape(27, 4)
@@ -644,15 +646,16 @@ def decompose_conv(
         A :class:`CPConv` or :class:`Tucker2Conv` in the kernel's dtype.
 
     Example:
-        >>> import jax
-        >>> kernel = jax.random.normal(jax.random.key(0), (3, 3, 8, 8))
-        >>> layer = decompose_conv(kernel, 6)
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> kernel = rng.standard_normal((3, 3, 6, 8))
+        >>> layer = decompose_conv(kernel, 5)
         >>> [f.shape for f in layer]
-        [(8, 6), (3, 6), (3, 6), (6, 8)]
-        >>> x = jax.random.normal(jax.random.key(1), (4, 6, 6, 8))
-        >>> layer = decompose_conv(kernel, (4, 4), kind="tucker2", inputs=x)
-        >>> layer.core.shape
-        (3, 3, 4, 4)
+        [(6, 5), (3, 5), (3, 5), (5, 8)]
+        >>> decompose_conv(kernel, (4, 3), kind="tucker2").core.shape  # (R_out, R_in)
+        (3, 3, 3, 4)
+        >>> x = rng.standard_normal((4, 6, 6, 6))  # calibration activations, NHWC
+        >>> layer = decompose_conv(kernel, 5, inputs=x)
     """
     kernel = _kernel(kernel)
     kind = _validate.choice(kind, "kind", _CONV_KINDS)
@@ -901,14 +904,14 @@ def decompose_dense(
         :class:`SVDDense`, :class:`CPDense` or :class:`TuckerDense`.
 
     Example:
-        >>> import jax, jax.numpy as jnp
-        >>> w = jax.random.normal(jax.random.key(0), (16, 12))
-        >>> layer = decompose_dense(w, 12)
+        >>> import jax.numpy as jnp, numpy as np
+        >>> w = np.random.default_rng(0).standard_normal((12, 8))
+        >>> layer = decompose_dense(w, 8)
         >>> bool(jnp.allclose(dense_matrix(layer), w, atol=1e-4))
         True
-        >>> layer = decompose_dense(w, 2, kind="tucker", shape=((4, 4), (3, 4)))
+        >>> layer = decompose_dense(w, (2, 3, 2, 2), kind="tucker", shape=((3, 4), (2, 4)))
         >>> layer.core.shape
-        (2, 2, 2, 2)
+        (2, 3, 2, 2)
     """
     weight = _float_array(weight, "weight", 2)
     kind = _validate.choice(kind, "kind", _DENSE_KINDS)
@@ -1002,9 +1005,9 @@ def factorized_dense(x, layer: DenseLayer) -> Array:
         ``(..., out)``.
 
     Example:
-        >>> import jax, jax.numpy as jnp
-        >>> w = jax.random.normal(jax.random.key(0), (12, 8))
-        >>> layer = decompose_dense(w, 3, kind="cp", shape=((3, 4), (2, 4)))
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> w = np.random.default_rng(0).standard_normal((12, 8))
+        >>> layer = decompose_dense(w, 3, kind="cp", shape=((3, 4), (2, 4)), key=jax.random.key(0))
         >>> x = jnp.ones((5, 12))
         >>> bool(jnp.allclose(factorized_dense(x, layer), x @ dense_matrix(layer), atol=1e-4))
         True
