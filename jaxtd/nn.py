@@ -789,24 +789,27 @@ def _psd_solve(gram: Array, rhs: Array) -> Array:
     return eigvecs @ (inv[:, None] * (eigvecs.T @ rhs))
 
 
-def _refit_last(layer: ConvLayer, s: Array, k2: Array) -> ConvLayer:
-    """The best last stage (CP: ``last``; Tucker-2: ``core``) for the weighted error."""
+def _refit_last(layer: ConvLayer, moment: Array, lam: Array, k2: Array) -> ConvLayer:
+    """The best last stage (CP: ``last``; Tucker-2: ``core``) for the error weighted by
+    ``S_λ = moment + lam · I`` (never formed)."""
     kh, kw, cin, cout = _layer_shape(layer)
     if isinstance(layer, CPConv):
         r = layer.first.shape[1]
         a = jnp.einsum("hr,wr,ir->hwir", layer.vertical, layer.horizontal, layer.first)
-        sa = s @ a.reshape(-1, r)
-        return layer._replace(last=_psd_solve(a.reshape(-1, r).T @ sa, sa.T @ k2))
+        a = a.reshape(-1, r)
+        sa = moment @ a + lam * a
+        return layer._replace(last=_psd_solve(a.T @ sa, sa.T @ k2))
     # K̂ = B G Lᵀ with B = I ⊗ first; Lᵀ = last.T has orthonormal columns after HOOI, so
-    # the optimal core solves (Bᵀ S B) G = Bᵀ S K Lᵀ.
+    # the optimal core solves (Bᵀ S_λ B) G = Bᵀ S_λ K Lᵀ.
     r_in, r_out = layer.core.shape[2:]
     p = kh * kw
-    s4 = s.reshape(p, cin, p, cin)
-    sb = jnp.einsum("piqj,jb->piqb", s4, layer.first)
-    btsb = jnp.einsum("ia,piqb->paqb", layer.first, sb).reshape(p * r_in, p * r_in)
-    btsk = jnp.einsum("ia,pio->pao", layer.first, (s @ k2).reshape(p, cin, cout))
-    rhs = btsk.reshape(p * r_in, cout) @ layer.last.T
-    core = _psd_solve(btsb, rhs).reshape(kh, kw, r_in, r_out)
+    first = layer.first
+    sb = jnp.einsum("piqj,jb->piqb", moment.reshape(p, cin, p, cin), first)
+    btsb = jnp.einsum("ia,piqb->paqb", first, sb)
+    btsb = btsb + lam * jnp.einsum("pq,ab->paqb", jnp.eye(p, dtype=first.dtype), first.T @ first)
+    sk = (moment @ k2 + lam * k2).reshape(p, cin, cout)
+    rhs = jnp.einsum("ia,pio->pao", first, sk).reshape(p * r_in, cout) @ layer.last.T
+    core = _psd_solve(btsb.reshape(p * r_in, p * r_in), rhs).reshape(kh, kw, r_in, r_out)
     return layer._replace(core=core)
 
 
@@ -815,15 +818,16 @@ def _data_fit(kernel, layer, moment, damping, tol, *, max_iter: int, optimizer) 
     kh, kw, cin, cout = kernel.shape
     d = kh * kw * cin
     dtype = kernel.dtype
-    s = moment + (jnp.asarray(damping, dtype) * jnp.trace(moment) / d) * jnp.eye(d, dtype=dtype)
+    # S_λ = S + λ (tr S / D) I is applied as S m + lam m: no second D × D matrix.
+    lam = jnp.asarray(damping, dtype) * jnp.trace(moment) / d
     k2 = kernel.reshape(d, cout)
-    norm = jnp.vdot(k2, s @ k2)
+    norm = jnp.vdot(k2, moment @ k2) + lam * jnp.vdot(k2, k2)
     safe = jnp.where(norm > 0, norm, 1)
-    layer = _refit_last(layer, s, k2)
+    layer = _refit_last(layer, moment, lam, k2)
 
     def loss(params: ConvLayer) -> Array:
         delta = k2 - dense_kernel(params).reshape(d, cout)
-        return 0.5 * jnp.vdot(delta, s @ delta) / safe
+        return 0.5 * (jnp.vdot(delta, moment @ delta) + lam * jnp.vdot(delta, delta)) / safe
 
     ok = jnp.all(jnp.isfinite(kernel)) & jnp.all(jnp.isfinite(moment))
     status = jnp.where(ok, Status.SUCCESS, Status.NONFINITE_INPUT).astype(jnp.int32)
