@@ -404,3 +404,13 @@ def test_max_cp_rank_keeps_the_chain_no_larger_than_the_kernel():
         r = nn.max_cp_rank(shape)
         assert r == 1 or r * sum(shape) <= math.prod(shape)
         assert (r + 1) * sum(shape) > math.prod(shape)
+
+
+@pytest.mark.parametrize("kind, dtype", [("cp", np.float64), ("tucker2", np.float32)])
+def test_all_zero_kernel_gives_a_zero_layer(kind, dtype):
+    zero = jnp.zeros(KSHAPE, dtype)
+    for layer in (
+        nn.decompose_conv(zero, RANKS[kind], kind=kind),
+        nn.decompose_conv(zero, RANKS[kind], kind=kind, moment=jnp.eye(54, dtype=dtype)),
+    ):
+        np.testing.assert_array_equal(nn.dense_kernel(layer), zero)
