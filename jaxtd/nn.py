@@ -15,7 +15,8 @@ pure function:
 activations NCHW; convert with ``kernel = weight.transpose(2, 3, 1, 0)`` and
 ``x = x_nchw.transpose(0, 2, 3, 1)`` (and back with ``dense_kernel(layer).transpose(3,
 2, 0, 1)``). A dense weight is ``(in, out)`` with ``y = x @ W``; PyTorch's ``Linear``
-stores ``W.T``.
+stores ``W.T``. Biases are not factorized: keep the layer's bias and add it after the
+chain.
 
 **CP** (``kind="cp"``, Lebedev et al. 2015): the rank-``R`` CP model of the 4-way kernel
 
@@ -623,6 +624,11 @@ def decompose_conv(
     optimised together by ``optimizer`` (default L-BFGS) in one compiled loop. Each
     step costs ``O(D² C_out)``; there is no convolution in the loop.
 
+    **Memory.** For a ``(3, 3, 512, 512)`` float32 kernel (9.4 MB) at rank 256, XLA's
+    compiled memory analysis gives 35 MB of temporaries for CP (3.7× the kernel) and
+    31 MB for Tucker-2 at ``(256, 256)`` (3.3×). The data-aware fit also holds ``S``
+    (``D²`` entries: 85 MB there) and about 1.5–2× that in temporaries.
+
     Args:
         kernel: ``(k_h, k_w, C_in, C_out)``, float32 or float64 (the result keeps it).
         rank: CP: ``R`` in ``[1, max_cp_rank(kernel.shape)]`` (beyond, the chain is
@@ -643,7 +649,9 @@ def decompose_conv(
             ``optax.lbfgs()``.
 
     Returns:
-        A :class:`CPConv` or :class:`Tucker2Conv` in the kernel's dtype.
+        A :class:`CPConv` or :class:`Tucker2Conv` in the kernel's dtype. NaN or Inf in
+        ``kernel``, ``inputs`` or ``moment`` raise ``ValueError`` in an eager call;
+        under ``jit`` they propagate into the layer.
 
     Example:
         >>> import numpy as np
