@@ -1,6 +1,6 @@
 """jaxtd: CP and Tucker decompositions as pure, jit-compiled, differentiable JAX functions."""
 
-from jaxtd import datasets
+from jaxtd import datasets, nn
 from jaxtd._api import cp, tucker
 from jaxtd._compare import Comparison, MethodRun, compare
 from jaxtd._cp_als import cp_als
@@ -53,6 +53,7 @@ __all__ = [
     "mode_dot",
     "mttkrp",
     "multi_mode_dot",
+    "nn",
     "tucker",
     "tucker_hooi",
     "tucker_inner",
