@@ -15,7 +15,13 @@ from jaxtd._init import cp_init_spec, initial_cp
 from jaxtd._loop import impute_step, iterate
 from jaxtd._models import CPTensor, cp_to_tensor
 from jaxtd._result import FitResult, input_status
-from jaxtd._tensor import contract_shared_rank, contract_to_rank, gram_hadamard, psd_pinv
+from jaxtd._tensor import (
+    contract_shared_rank,
+    contract_to_rank,
+    dimension_tree_split,
+    gram_hadamard,
+    psd_pinv,
+)
 
 
 def cp_als(
@@ -153,7 +159,7 @@ def als_sweep(x: Array, cp: CPTensor, norm_x_sq: Array, update=None) -> tuple[CP
     update = update or _solve_normalized
     factors = list(cp.factors)
     grams = [f.T @ f for f in factors]
-    split = (x.ndim + 1) // 2
+    split = dimension_tree_split(x.shape)
     weights = cp.weights
     for block in (range(split), range(split, x.ndim)):
         # x contracted over the modes outside the block serves every mode in it.

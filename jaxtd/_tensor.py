@@ -12,6 +12,7 @@ matrix ``moveaxis(x, n, 0).reshape(I_n, -1)``, so among the remaining modes the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
@@ -104,22 +105,50 @@ def contract_shared_rank(t: Array, factors: Sequence[Array], modes: Sequence[int
 def contract_to_rank(x: Array, factors: Sequence[Array], modes: Sequence[int]) -> Array:
     """Contract ``x`` over ``modes`` with the CP factors there, appending a rank axis.
 
-    ``factors`` is indexed by mode. The first contraction is one GEMM that creates
-    the rank axis; it takes the last or the first mode when it can, since neither
-    needs a transposed copy of ``x``. The others share that axis (see
+    ``factors`` is indexed by mode. The first contraction is one GEMM over a run of
+    modes at the end (or the start) of ``x``: reshaping merges such a run without a
+    copy, and neither needs a transposed copy of ``x``. The run's Khatri–Rao product is
+    formed only while it stays no larger than ``x`` (a (3, 3, 512, 512) kernel
+    contracted over its two 3-modes then makes a ``512·512·R`` result, not a
+    ``3·512·512·R`` one). The remaining modes share the rank axis (see
     :func:`contract_shared_rank`). The result has the modes of ``x`` not in ``modes``,
     in order, then ``R``.
     """
     modes = sorted(modes)
-    first = modes[-1] if modes[-1] == x.ndim - 1 or modes[0] != 0 else 0
-    if first == 0:  # Aᵀ X is a plain GEMM; X A with X transposed is several times slower on CPU
-        t = jnp.moveaxis(jnp.tensordot(factors[0], x, axes=(0, 0)), 0, -1)
+    rank = factors[modes[0]].shape[1]
+    run = _end_run(x.shape, modes, rank)
+    kr = khatri_rao([factors[m] for m in run]) if len(run) > 1 else factors[run[0]]
+    kept = [d for m, d in enumerate(x.shape) if m not in run]
+    if run[0] == 0:  # Kᵀ X is a plain GEMM; X K with X transposed is several times slower on CPU
+        t = jnp.moveaxis((kr.T @ x.reshape(kr.shape[0], -1)).reshape(rank, *kept), 0, -1)
     else:
-        t = jnp.tensordot(x, factors[first], axes=(first, 0))
-    rest = [m for m in modes if m != first]
-    pos = [m - (m > first) for m in rest]
+        t = (x.reshape(*kept, kr.shape[0]) @ kr).reshape(*kept, rank)
+    rest = [m for m in modes if m not in run]
+    pos = [m - sum(r < m for r in run) for m in rest]
     by_pos = {p: factors[m] for p, m in zip(pos, rest)}
     return contract_shared_rank(t, by_pos, pos) if rest else t
+
+
+def _end_run(shape: Sequence[int], modes: Sequence[int], rank: int) -> list[int]:
+    """The run of ``modes`` at the end (else the start) of ``shape`` to contract first.
+
+    It is the longest one whose Khatri–Rao product (``prod(sizes) × rank``) is no
+    larger than the tensor; of a run at each end, the one leaving the smaller result.
+    Without one, the end mode of ``modes`` there is, else the first of ``modes``.
+    """
+    ndim, size = len(shape), math.prod(shape)
+    candidates = []
+    for run in (
+        [m for m in range(ndim - 1, -1, -1) if all(k in modes for k in range(m, ndim))][::-1],
+        [m for m in range(ndim) if all(k in modes for k in range(m + 1))],
+    ):
+        while len(run) > 1 and math.prod(shape[m] for m in run) * rank > size:
+            run = run[1:] if run[-1] == ndim - 1 else run[:-1]
+        if run:
+            candidates.append(run)
+    if not candidates:
+        return [modes[0]]
+    return max(candidates, key=lambda run: math.prod(shape[m] for m in run))
 
 
 def mttkrp(x: Array, factors: Sequence[Array], mode: int) -> Array:
@@ -132,6 +161,25 @@ def mttkrp(x: Array, factors: Sequence[Array], mode: int) -> Array:
     """
     others = [m for m in range(x.ndim) if m != mode]
     return contract_to_rank(x, factors, others)
+
+
+def dimension_tree_split(shape: Sequence[int], ranks: Sequence[int] | None = None) -> int:
+    """Where to split the modes into two blocks ``[0, s)`` and ``[s, N)`` for a sweep.
+
+    A sweep contracts ``x`` over each block's outside modes once and keeps the result:
+    ``prod(I_block) · R`` entries for CP, ``prod(I_block) · prod(R_outside)`` for
+    Tucker (``ranks`` per mode). The split makes the two results smallest in total
+    (ties: the middle).
+    """
+    n = len(shape)
+    ranks = [1] * n if ranks is None else list(ranks)
+    middle = (n + 1) // 2
+
+    def cost(s):
+        first = math.prod(shape[:s]) * math.prod(ranks[s:])
+        return first + math.prod(ranks[:s]) * math.prod(shape[s:])
+
+    return min(range(1, n), key=lambda s: (cost(s), abs(s - middle)))
 
 
 def gram_hadamard(grams: Sequence[Array]) -> Array:

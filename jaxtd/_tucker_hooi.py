@@ -15,7 +15,13 @@ from jaxtd._init import initial_tucker_factors, tucker_init_spec
 from jaxtd._loop import impute_step, iterate
 from jaxtd._models import TuckerTensor, tucker_to_tensor
 from jaxtd._result import FitResult, input_status
-from jaxtd._tensor import leading_left_singular_vectors, mode_dot, multi_mode_dot, unfold
+from jaxtd._tensor import (
+    dimension_tree_split,
+    leading_left_singular_vectors,
+    mode_dot,
+    multi_mode_dot,
+    unfold,
+)
 from jaxtd._tucker_opt import tucker_residual_loss
 
 
@@ -128,7 +134,7 @@ def _tucker_hooi(
 def hooi_sweep(x: Array, factors, norm_x_sq: Array) -> tuple[TuckerTensor, Array]:
     """One HOOI sweep over all modes; returns the new model and its relative error."""
     factors = list(factors)
-    split = (x.ndim + 1) // 2
+    split = dimension_tree_split(x.shape, [f.shape[1] for f in factors])
     for block in (range(split), range(split, x.ndim)):
         # x projected on the factors outside the block serves every mode in it.
         outside = [m for m in range(x.ndim) if m not in block]

@@ -217,3 +217,15 @@ def test_nonnegative_recovers_planted_and_starts_from_abs_of_a_user_init():
     )
     np.testing.assert_allclose(from_neg.rel_error, from_abs.rel_error, rtol=1e-12)
     assert all(float(f.min()) >= 0 for f in from_neg.model.factors)
+
+
+def test_memory_stays_near_the_tensor_for_a_conv_kernel():
+    # HWIO kernel with two tiny modes: contracting one 3-mode first would make a
+    # (R, 3, C, C) intermediate (R/3 times the kernel); the sweep must avoid it.
+    kernel = jnp.asarray(np.random.default_rng(0).standard_normal((3, 3, 64, 64)), jnp.float32)
+    compiled = (
+        jax.jit(lambda k, key: jaxtd.cp_als(k, 32, key=key, max_iter=2).rel_error)
+        .lower(kernel, jax.random.key(0))
+        .compile()
+    )
+    assert compiled.memory_analysis().temp_size_in_bytes < 4 * kernel.nbytes
