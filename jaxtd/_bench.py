@@ -17,14 +17,15 @@ a rank ``R`` (the same Tucker rank in every mode) and a dtype.
 
 * ``compile s``: the first call minus a warm call of the same shapes.
 * ``ms/iter``: the best of ``--repeats`` warm runs of ``n_hi`` iterations, minus the best
-  of the same number of runs of 2 iterations, divided by ``n_hi − 2``; init and call
-  overhead cancel. Both counts run the *same* compiled loop: ``max_iter`` is ``n_hi``
-  and ``tol = 0`` forces every iteration, while ``tol = 1e30`` stops it after exactly two
-  (the first iteration is compared with ``+inf``). The counts are read back from
-  ``FitResult.n_iter``. ``n_hi`` is chosen from the roofline so that one timed run
-  takes about ``--target-s`` (or set with ``--iters``). Where the difference is not
-  positive (timer noise on tiny cases) the total time per iteration is reported instead
-  and the case is flagged ``resolved: false`` in the JSON.
+  of as many runs of 2 iterations, divided by ``n_hi − 2``; init and call overhead
+  cancel. Both counts run the *same* compiled loop: ``max_iter`` is ``n_hi``, and
+  ``tol = 0`` forces every iteration while ``tol = 1e30`` stops it after exactly two (the
+  first iteration is compared with ``+inf``); the counts are read back from
+  ``FitResult.n_iter``. ``n_hi`` is chosen from the roofline so that one timed run takes
+  about ``--target-s`` (or set with ``--iters``). The runs of jaxtd and of its peers in a
+  case alternate (round-robin), so a slow spell of a shared machine hits them alike.
+  Where the difference is not positive (timer noise on tiny cases) the total time per
+  iteration is reported instead, flagged ``(unresolved)`` and ``resolved: false``.
 * ``GB/s``: bytes of ``x`` that one iteration must read, over ``ms/iter``. Byte model:
   **two reads of x per iteration** for every jaxtd fitter and every order.
   ``cp_als`` and ``tucker_hooi`` split the modes in two blocks (a dimension tree): one
@@ -166,12 +167,57 @@ def machine_info() -> dict:
         x64=bool(jax.config.jax_enable_x64),
         openblas_env={v: os.environ[v] for v in OPENBLAS_VARS if v in os.environ},
     )
-    for name in ("tensorly", "pyttb", "optax"):
+    for name in ("tensorly", "pyttb", "optax", "scipy"):
         try:
             info[f"{name}_version"] = __import__(name).__version__
         except Exception:  # not installed (or broken): recorded as absent
             info[f"{name}_version"] = None
+    pools, shared = lapack_pools()
+    info["jaxlib_lapack"] = [
+        {k: p.get(k) for k in ("filepath", "internal_api", "version", "num_threads")} for p in pools
+    ]
+    info["jaxlib_lapack_shared_with_numpy"] = shared
     return info
+
+
+def lapack_pools() -> tuple[list[dict], bool]:
+    """The BLAS libraries behind jaxlib's CPU LAPACK kernels, as threadpoolctl reports them.
+
+    jaxlib calls LAPACK (``eigh``, ``qr``, Cholesky, triangular solves) through SciPy's
+    ``cython_lapack``, so these are SciPy's BLAS libraries; when SciPy has none of its own
+    (a shared system or conda OpenBLAS) every BLAS library is returned and the second
+    value is True. ``([], False)`` without threadpoolctl.
+
+    Why it matters: a multi-threaded OpenBLAS called from inside an XLA computation
+    competes for the cores with XLA's own worker threads. On CPU, LAPACK calls big enough
+    to be threaded (an ``eigh`` of ``100 × 100``, a triangular solve against ``200 × 10``)
+    then run many times slower; ``--lapack-threads 1`` shows the difference.
+    """
+    try:
+        import scipy.linalg.cython_lapack  # noqa: F401  (loads SciPy's BLAS)
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return [], False
+    import scipy
+
+    blas = [p for p in ThreadpoolController().info() if p.get("user_api") == "blas"]
+    site = os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__)))
+    own = [
+        p for p in blas if os.path.abspath(p["filepath"]).startswith(os.path.join(site, "scipy"))
+    ]
+    return (own, False) if own else (blas, bool(blas))
+
+
+def limit_lapack_threads(n: int | None):
+    """A context that limits the BLAS threads of jaxlib's LAPACK (see :func:`lapack_pools`)."""
+    import contextlib
+
+    pools, _ = lapack_pools()
+    if n is None or not pools:
+        return contextlib.nullcontext()
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(filepath=[p["filepath"] for p in pools]).limit(limits=n)
 
 
 def measure_bandwidth(nbytes: int, dtype: str = "float32", repeats: int = 7) -> dict:
@@ -241,11 +287,48 @@ def jaxtd_fitter(method: str, order: int, rank: int):
     return lambda x, max_iter, tol: fn(x, r, max_iter=max_iter, tol=tol)
 
 
-def time_jaxtd(fit, x, n_hi: int, repeats: int) -> dict:
-    """Compile time and s/iter of ``fit`` (see the module docstring), with iteration counts.
+class Timed:
+    """A short and a long run of one fitter, timed together with others (see :func:`sample`).
 
-    Warm runs of ``n_hi`` and of 2 iterations alternate, so slow spells of a shared
-    machine hit both; the best of each is kept.
+    ``short()`` and ``long()`` run ``k_lo`` and ``k_hi`` iterations from the same start;
+    ``s_per_iter`` is the difference of their best times over ``k_hi − k_lo``.
+    """
+
+    def __init__(self, short, long, k_lo: int, k_hi: int, **extra):
+        self.runs = {"lo": short, "hi": long}
+        self.k_lo, self.k_hi, self.extra = k_lo, k_hi, extra
+        self.times: dict[str, list[float]] = {"lo": [], "hi": []}
+
+    def result(self) -> dict:
+        """Best-of and median-of s/iter, and the counts; ``resolved`` is False when the
+        best times do not differ (the total per iteration is then reported)."""
+        t_lo, t_hi = min(self.times["lo"]), min(self.times["hi"])
+        dk = self.k_hi - self.k_lo
+        resolved = dk > 0 and t_hi > t_lo
+        sec = (t_hi - t_lo) / dk if resolved else t_hi / max(self.k_hi, 1)
+        m_lo, m_hi = float(np.median(self.times["lo"])), float(np.median(self.times["hi"]))
+        median = (m_hi - m_lo) / dk if dk > 0 and m_hi > m_lo else m_hi / max(self.k_hi, 1)
+        return dict(s_per_iter=sec, ms_per_iter_median=median * 1e3, n_iter_lo=self.k_lo,
+                    n_iter_hi=self.k_hi, resolved=resolved, warm_s=t_hi, **self.extra)  # fmt: skip
+
+
+def sample(timers: Sequence[Timed], repeats: int) -> None:
+    """Time every run of every timer ``repeats`` times, round-robin.
+
+    On a shared machine a slow spell then hits jaxtd and its peers alike, so the
+    ratios measured in one case stay fair; the best time of each run is kept.
+    """
+    for _ in range(repeats):
+        for timer in timers:
+            for name, run in timer.runs.items():
+                timer.times[name].append(_timed(run))
+
+
+def prepare_jaxtd(fit, x, n_hi: int) -> Timed:
+    """Compile ``fit`` (timing the first call) and read back the two iteration counts.
+
+    Both runs use the same compiled loop (``max_iter = n_hi``): ``tol = 0`` forces every
+    iteration, ``tol = STOP_AFTER_TWO`` stops after two.
     """
 
     def run(tol):
@@ -254,46 +337,27 @@ def time_jaxtd(fit, x, n_hi: int, repeats: int) -> dict:
         return res
 
     t0 = time.perf_counter()
-    run(0.0)
+    res_hi = run(0.0)
     first = time.perf_counter() - t0
-    hi, lo = [], []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        res_hi = run(0.0)
-        hi.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        res_lo = run(STOP_AFTER_TWO)
-        lo.append(time.perf_counter() - t)
-    k_hi, k_lo = int(res_hi.n_iter), int(res_lo.n_iter)
-    t_hi, t_lo = min(hi), min(lo)
-    resolved = k_hi > k_lo and t_hi > t_lo
-    sec = (t_hi - t_lo) / (k_hi - k_lo) if resolved else t_hi / max(k_hi, 1)
-    return dict(
-        s_per_iter=sec,
-        compile_s=max(first - t_hi, 0.0),
+    res_lo = run(STOP_AFTER_TWO)
+    return Timed(
+        lambda: run(STOP_AFTER_TWO),
+        lambda: run(0.0),
+        int(res_lo.n_iter),
+        int(res_hi.n_iter),
         first_call_s=first,
-        warm_s=t_hi,
-        n_iter_hi=k_hi,
-        n_iter_lo=k_lo,
-        resolved=resolved,
         rel_error=float(res_hi.rel_error),
     )
 
 
-def time_peer(run: Callable[[int], object], repeats: int, target_s: float) -> dict:
-    """s/iter of ``run(k)`` (``k`` iterations from the same start), as for jaxtd."""
+def prepare_peer(run: Callable[[int], object], target_s: float) -> Timed:
+    """Choose the long count of ``run(k)`` (``k`` iterations) so that it takes ~``target_s``."""
     k_lo = 2
     t_lo = _timed(lambda: run(k_lo))
     t_4 = _timed(lambda: run(k_lo + 2))
     est = (t_4 - t_lo) / 2 if t_4 > t_lo else t_4 / (k_lo + 2)
     k_hi = k_lo + int(min(max(round(target_s / max(est, 1e-6)), 3), 200))
-    lo, hi = [t_lo], []
-    for _ in range(repeats):
-        hi.append(_timed(lambda: run(k_hi)))
-        lo.append(_timed(lambda: run(k_lo)))
-    resolved = min(hi) > min(lo)
-    sec = (min(hi) - min(lo)) / (k_hi - k_lo) if resolved else min(hi) / k_hi
-    return dict(s_per_iter=sec, n_iter_hi=k_hi, n_iter_lo=k_lo, resolved=resolved)
+    return Timed(lambda: run(k_lo), lambda: run(k_hi), k_lo, k_hi)
 
 
 def peer_runners(x_np: np.ndarray, method: str, rank: int, peers: Sequence[str]) -> dict:
@@ -399,17 +463,28 @@ def run_case(case: dict, x_np: np.ndarray, roof: dict, args, clock: Clock, peers
     x = jax.device_put(x_np)
     itemsize = x_np.dtype.itemsize
     n_hi = _iters_for(case, itemsize, roof, args)
-    timing = time_jaxtd(jaxtd_fitter(method, order, rank), x, n_hi, args.repeats)
-    sec = timing["s_per_iter"]
+    ours = prepare_jaxtd(jaxtd_fitter(method, order, rank), x, n_hi)
+    base = dict(case, shape=list(x_np.shape), dtype=str(x_np.dtype))
+    rows, timers = [], {"jaxtd": ours}
+    for lib, run in peer_runners(x_np, method, rank, peers).items():
+        try:
+            timers[lib] = prepare_peer(run, args.target_s)
+        except Exception as e:  # a peer's failure is reported, not fatal
+            rows.append(dict(base, library=lib, error=f"{type(e).__name__}: {e}"))
+    if len(timers) > 1:
+        clock(f"    with {', '.join(list(timers)[1:])}, {args.repeats} rounds")
+    sample(list(timers.values()), args.repeats)
+    timing = ours.result()
+    sec = timing.pop("s_per_iter")
+    timing["compile_s"] = max(timing["first_call_s"] - timing["warm_s"], 0.0)
     nbytes = bytes_per_iter(method, x_np.shape, itemsize)
     flops = flops_per_iter(method, x_np.shape, rank)
     bound_s = nbytes / (roof["bandwidth_gb_s"] * 1e9)
-    base = dict(case, shape=list(x_np.shape), dtype=str(x_np.dtype))
     row = dict(
         base,
         library="jaxtd",
         ms_per_iter=sec * 1e3,
-        **{k: v for k, v in timing.items() if k != "s_per_iter"},
+        **timing,
         bytes_per_iter=nbytes,
         flops_per_iter=flops,
         gb_s=nbytes / sec / 1e9,
@@ -418,26 +493,12 @@ def run_case(case: dict, x_np: np.ndarray, roof: dict, args, clock: Clock, peers
         x_bound=sec / bound_s,
         frac_of_bandwidth=bound_s / sec,
     )
-    rows = [row]
-    for lib, run in peer_runners(x_np, method, rank, peers).items():
-        clock(f"    peer {lib}")
-        try:
-            peer = time_peer(run, args.repeats, args.target_s)
-        except Exception as e:  # a peer's failure is reported, not fatal
-            rows.append(dict(base, library=lib, error=f"{type(e).__name__}: {e}"))
-            continue
-        rows.append(
-            dict(
-                base,
-                library=lib,
-                ms_per_iter=peer["s_per_iter"] * 1e3,
-                n_iter_hi=peer["n_iter_hi"],
-                n_iter_lo=peer["n_iter_lo"],
-                resolved=peer["resolved"],
-                jaxtd_speedup=peer["s_per_iter"] / sec,
-            )
-        )
-    return rows
+    for lib, timer in list(timers.items())[1:]:
+        peer = timer.result()
+        peer_sec = peer.pop("s_per_iter")
+        rows.append(dict(base, library=lib, ms_per_iter=peer_sec * 1e3, **peer,
+                         jaxtd_speedup=peer_sec / sec))  # fmt: skip
+    return [row] + rows
 
 
 def random_array(shape, dtype: str, seed: int = 0) -> np.ndarray:
@@ -455,12 +516,18 @@ def case_tensor(order: int, size: int, dtype: str) -> np.ndarray:
 
 
 def bench_batched(args, clock: Clock) -> dict:
-    """``vmap`` of ``cp_als`` over ``--batch`` tensors against a loop of TensorLy ``parafac``."""
+    """``vmap`` of ``cp_als`` over ``--batch`` tensors against a loop of TensorLy ``parafac``.
+
+    Also a Python loop of warm single ``cp_als`` calls (the dispatch cost a loop pays).
+    The three are timed round-robin, best of ``--repeats``; the loops run over the first
+    ``--batch-loop`` tensors and are scaled to the whole batch.
+    """
     import jax
 
     import jaxtd
 
     n, shape, rank, iters = args.batch, (10, 10, 10), 3, 50
+    n_loop = min(args.batch_loop, n)
     xs_np = random_array((n, *shape), args.dtype, seed=3)
     xs = jax.device_put(xs_np)
     fit = jax.jit(jax.vmap(lambda x: jaxtd.cp_als(x, rank, max_iter=iters, tol=0.0)))
@@ -470,9 +537,37 @@ def bench_batched(args, clock: Clock) -> dict:
         res.rel_error.block_until_ready()
         return res
 
+    def single(x):
+        return jaxtd.cp_als(x, rank, max_iter=iters, tol=0.0).rel_error.block_until_ready()
+
     first = _timed(run_batch)
-    warm = min(_timed(run_batch) for _ in range(args.repeats))
+    singles = [xs[i] for i in range(n_loop)]
+    single(singles[0])
+    runs = {"vmap": run_batch, "jaxtd_loop": lambda: [single(x) for x in singles]}
+    models: list = []
+    tl = None
+    if "tensorly" in args.peers:
+        try:
+            import tensorly as tl
+            from tensorly.decomposition import parafac
+        except ImportError:
+            tl = None
+    if tl is not None:
+
+        def loop():
+            models.clear()
+            with tl.backend_context("numpy"):
+                for i in range(n_loop):
+                    models.append(parafac(xs_np[i], rank, n_iter_max=iters, tol=0.0))
+
+        runs["tensorly_loop"] = loop
+        clock(f"    with loops over {n_loop} of the {n} tensors (jaxtd, TensorLy), scaled")
+    best = {k: float("inf") for k in runs}
+    for _ in range(args.repeats):
+        for k, fn in runs.items():
+            best[k] = min(best[k], _timed(fn))
     res = run_batch()
+    warm = best["vmap"]
     out = dict(
         n_fits=n,
         shape=list(shape),
@@ -484,42 +579,23 @@ def bench_batched(args, clock: Clock) -> dict:
         jaxtd_ms_per_fit=warm / n * 1e3,
         jaxtd_all_iterations=bool(np.all(np.asarray(res.n_iter) == iters)),
         jaxtd_median_rel_error=float(np.median(np.asarray(res.rel_error))),
+        jaxtd_loop_ms_per_fit=best["jaxtd_loop"] / n_loop * 1e3,
+        loop_fits_timed=n_loop,
     )
-    n_loop = min(args.batch_loop, n)
-    # jaxtd one fit at a time (warm), for the dispatch cost a loop pays.
-    single = lambda x: jaxtd.cp_als(x, rank, max_iter=iters, tol=0.0).rel_error  # noqa: E731
-    single(xs[0]).block_until_ready()
-    t = _timed(lambda: [single(xs[i]).block_until_ready() for i in range(n_loop)])
-    out["jaxtd_loop_ms_per_fit"] = t / n_loop * 1e3
-    if "tensorly" in args.peers:
-        try:
-            import tensorly as tl
-            from tensorly.decomposition import parafac
-        except ImportError:
-            tl = None
-        if tl is not None:
-            clock(f"    TensorLy parafac loop over {n_loop} of the {n} tensors")
-            models = []
-
-            def loop():
-                models.clear()
-                with tl.backend_context("numpy"):
-                    for i in range(n_loop):
-                        models.append(parafac(xs_np[i], rank, n_iter_max=iters, tol=0.0))
-
-            t_fits = min(_timed(loop) for _ in range(max(1, args.repeats - 1)))
-            errs = [
-                np.linalg.norm(xs_np[i] - tl.cp_to_tensor(cp)) / np.linalg.norm(xs_np[i])
-                for i, cp in enumerate(models)
-            ]
-            out.update(
-                tensorly_loop_fits_timed=n_loop,
-                tensorly_loop_s_timed=t_fits,
-                tensorly_ms_per_fit=t_fits / n_loop * 1e3,
-                tensorly_s_scaled=t_fits * n / n_loop,
-                tensorly_median_rel_error=float(np.median(errs)),
-                speedup=t_fits * n / n_loop / warm,
-            )
+    if tl is not None:
+        t_fits = best["tensorly_loop"]
+        errs = [
+            np.linalg.norm(xs_np[i] - tl.cp_to_tensor(cp)) / np.linalg.norm(xs_np[i])
+            for i, cp in enumerate(models)
+        ]
+        out.update(
+            tensorly_loop_fits_timed=n_loop,
+            tensorly_loop_s_timed=t_fits,
+            tensorly_ms_per_fit=t_fits / n_loop * 1e3,
+            tensorly_s_scaled=t_fits * n / n_loop,
+            tensorly_median_rel_error=float(np.median(errs)),
+            speedup=t_fits * n / n_loop / warm,
+        )
     return out
 
 
@@ -707,7 +783,8 @@ def child_main() -> None:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-    print(json.dumps(CHILDREN[kind](spec)))
+    with limit_lapack_threads(spec.get("lapack_threads")):
+        print(json.dumps(CHILDREN[kind](spec)))
 
 
 def run_child(kind: str, spec: dict, timeout_s: float = 900) -> dict:
@@ -849,11 +926,25 @@ def format_report(report: dict) -> str:
         f"{roof['bandwidth_bytes'] / 2**20:.0f} MiB); GEMM {roof['gemm_gflop_s']:.0f} GFLOP/s",
         "byte model: 2 reads of x per iteration; flop model: 4 size(x) R per iteration; "
         "x bound = ms/iter / (bytes / bandwidth)",
+        "jaxlib LAPACK BLAS: "
+        + (
+            ", ".join(
+                f"{os.path.basename(p['filepath'])} ({p['internal_api']}, "
+                f"{p['num_threads']} threads)"
+                for p in m["jaxlib_lapack"]
+            )
+            or "unknown"
+        )
+        + (
+            f"; limited to {lt} thread(s) for this run"
+            if (lt := report["settings"].get("lapack_threads"))
+            else ""
+        ),
         "",
     ]
     head = (
         f"{'case':<22}{'method':<13}{'library':<14}{'compile s':>10}{'ms/iter':>10}"
-        f"{'GB/s':>8}{'GFLOP/s':>9}{'x bound':>9}{'speed-up':>10}"
+        f"{'median':>10}{'GB/s':>8}{'GFLOP/s':>9}{'x bound':>9}{'speed-up':>10}"
     )
     lines += [head, "-" * len(head)]
     for r in report["cases"]:
@@ -862,10 +953,13 @@ def format_report(report: dict) -> str:
             lines.append(f"{case:<22}{r['method']:<13}{r['library']:<14}  error: {r['error']}")
             continue
         flag = "" if r.get("resolved", True) else " (unresolved)"
+        if r.get("ms_per_iter_median", 0) > 2 * r["ms_per_iter"]:
+            flag += " (unstable: median > 2x best)"
         speed = r.get("jaxtd_speedup")
         lines.append(
             f"{case:<22}{r['method']:<13}{r['library']:<14}"
             f"{_fmt(r.get('compile_s'), '.2f', 10)}{_fmt(r['ms_per_iter'], '.3f', 10)}"
+            f"{_fmt(r.get('ms_per_iter_median'), '.3f', 10)}"
             f"{_fmt(r.get('gb_s'), '.1f', 8)}{_fmt(r.get('gflop_s'), '.1f', 9)}"
             f"{_fmt(r.get('x_bound'), '.2f', 9)}"
             f"{(f'{speed:.2f}x' if speed else '-'):>10}{flag}"
@@ -1033,7 +1127,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=(),
         help=f"comma-separated among {','.join(EXPERIMENTS)}",
     )
-    add("--repeats", type=int, help="timed runs per iteration count, best kept (default 3)")
+    add("--repeats", type=int, help="timed runs per iteration count, best kept (default 5)")
     add("--iters", type=int, help="iterations of the long timed run, >= 3 (default: per case)")
     add("--target-s", type=float, help="seconds per timed run when --iters is not given")
     add("--batch", type=int, help="fits in the batched experiment (default 1024)")
@@ -1042,6 +1136,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add("--bandwidth-mb", type=float, help="MiB streamed for the bandwidth (default 512)")
     add("--json", default="bench.json", metavar="PATH", help="every number ('' for none)")
     add("--plot", default="bench.png", metavar="PATH", help="ms/iter, GB/s vs size ('' for none)")
+    add(
+        "--lapack-threads",
+        type=int,
+        metavar="N",
+        help="limit the BLAS threads of jaxlib's "
+        "LAPACK (SciPy's OpenBLAS) to N for the whole run; needs threadpoolctl",
+    )
     add("--quiet", action="store_true", help="no progress lines on stderr")
 
 
@@ -1058,13 +1159,15 @@ def _settle(args) -> None:
         args.max_elements = preset["max_elements"]
     if args.target_s is None:
         args.target_s = preset["target_s"]
-    defaults = dict(repeats=(2, 3), batch=(1024, 1024), batch_loop=(16, 64),
+    defaults = dict(repeats=(3, 5), batch=(1024, 1024), batch_loop=(16, 64),
                     memory_size=(200, 400), bandwidth_mb=(128, 512))  # fmt: skip
     for name, (quick, full) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     if min(args.orders) < 2:
         raise ValueError(f"--orders must be >= 2, got {args.orders}")
+    if args.lapack_threads is not None and args.lapack_threads < 1:
+        raise ValueError(f"--lapack-threads must be >= 1, got {args.lapack_threads}")
     for name in ("repeats", "batch", "batch_loop", "memory_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -1095,7 +1198,40 @@ def run(args) -> int:
     report["settings"] = {k: v for k, v in vars(args).items() if k != "func"}
     m = report["machine"]
     clock(f"jaxtd bench on {m['device_kind']} ({m['platform']}), jax {m['jax_version']}")
+    if args.lapack_threads is not None:
+        if not m["jaxlib_lapack"]:
+            raise ValueError("--lapack-threads needs threadpoolctl: pip install threadpoolctl")
+        if m["jaxlib_lapack_shared_with_numpy"]:
+            print("jaxtd bench: warning: jaxlib's LAPACK shares its BLAS with NumPy here, so "
+                  "--lapack-threads limits the NumPy-based peers too", file=sys.stderr)  # fmt: skip
+    with limit_lapack_threads(args.lapack_threads):
+        suite(args, report, clock)
+    report["targets"] = [] if "targets" in args.skip else evaluate_targets(report)
+    report["wall_s"] = clock.elapsed()
 
+    print(format_report(report))
+    if args.json:
+        try:
+            with open(args.json, "w") as f:
+                json.dump(_finite_json(report), f, indent=1)
+        except OSError as e:
+            raise ValueError(f"cannot write --json {args.json}: {e.strerror or e}") from None
+        print(f"wrote {args.json}")
+    if args.plot:
+        try:
+            drawn = plot_report(report, args.plot)
+        except OSError as e:
+            raise ValueError(f"cannot write --plot {args.plot}: {e.strerror or e}") from None
+        if drawn:
+            print(f"wrote {args.plot}")
+        else:
+            print("no plot: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
+    clock(f"done in {report['wall_s']:.0f} s")
+    return 0
+
+
+def suite(args, report: dict, clock: Clock) -> None:
+    """The measurements, into ``report``: roof, grid, batched, memory, compile."""
     clock(f"measuring memory bandwidth over {args.bandwidth_mb:g} MiB and the GEMM roof")
     bw = measure_bandwidth(int(args.bandwidth_mb * 2**20), args.dtype)
     gemm_n = 2048 if args.bandwidth_mb >= 256 else 1024 if args.bandwidth_mb >= 64 else 256
@@ -1143,33 +1279,13 @@ def run(args) -> int:
         report["memory"] = {}
         for init in ("svd",) if args.quick else ("svd", "random"):
             clock(f"memory: cp_als {args.memory_size}^3 rank 20 float32 init={init} (subprocess)")
-            spec = dict(size=args.memory_size, rank=20, dtype="float32", init=init, iters=5)
+            spec = dict(size=args.memory_size, rank=20, dtype="float32", init=init, iters=5,
+                        lapack_threads=args.lapack_threads)  # fmt: skip
             report["memory"][init] = run_child("memory", spec)
     if "compile" not in args.skip:
         clock("compile: first and second call of a 3-way cp_als (subprocess)")
-        report["compile"] = run_child("compile", dict(size=100, rank=10, dtype=args.dtype))
-    report["targets"] = [] if "targets" in args.skip else evaluate_targets(report)
-    report["wall_s"] = clock.elapsed()
-
-    print(format_report(report))
-    if args.json:
-        try:
-            with open(args.json, "w") as f:
-                json.dump(_finite_json(report), f, indent=1)
-        except OSError as e:
-            raise ValueError(f"cannot write --json {args.json}: {e.strerror or e}") from None
-        print(f"wrote {args.json}")
-    if args.plot:
-        try:
-            drawn = plot_report(report, args.plot)
-        except OSError as e:
-            raise ValueError(f"cannot write --plot {args.plot}: {e.strerror or e}") from None
-        if drawn:
-            print(f"wrote {args.plot}")
-        else:
-            print("no plot: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
-    clock(f"done in {report['wall_s']:.0f} s")
-    return 0
+        spec = dict(size=100, rank=10, dtype=args.dtype, lapack_threads=args.lapack_threads)
+        report["compile"] = run_child("compile", spec)
 
 
 def main(argv=None) -> int:
