@@ -26,6 +26,9 @@ a rank ``R`` (the same Tucker rank in every mode) and a dtype.
   case alternate (round-robin), so a slow spell of a shared machine hits them alike.
   Where the difference is not positive (timer noise on tiny cases) the total time per
   iteration is reported instead, flagged ``(unresolved)`` and ``resolved: false``.
+* ``median``: the same difference between the median runs. A median far above the best
+  (flagged ``unstable``) means that most runs are much slower than the lucky ones: a
+  busy machine, or jaxlib's LAPACK fighting XLA for the cores (see ``--lapack-threads``).
 * ``GB/s``: bytes of ``x`` that one iteration must read, over ``ms/iter``. Byte model:
   **two reads of x per iteration** for every jaxtd fitter and every order.
   ``cp_als`` and ``tucker_hooi`` split the modes in two blocks (a dimension tree): one
@@ -66,6 +69,17 @@ Fixed experiments
 * **compile**: in a fresh subprocess, the first call of a 3-way ``cp_als`` (trace, lower,
   compile, run) minus a warm call, and the number of XLA compilations a second call with
   new data and a new ``tol`` triggers (from ``jax.monitoring`` compile events; must be 0).
+
+LAPACK threads
+--------------
+On CPU, jaxlib runs ``eigh``, ``qr``, Cholesky and triangular solves through SciPy's
+LAPACK, whose OpenBLAS is multi-threaded. Called from inside a compiled loop, a call big
+enough to be threaded (the ``eigh`` of a ``100 × 100`` Gram matrix in HOOI, those of the
+svd start) then competes with XLA's own worker threads for the same cores and can take
+tens of times longer. ``--lapack-threads 1`` limits that library (only it: NumPy's own
+OpenBLAS, used by the NumPy-based peers, keeps its threads, unless the two are one library,
+which the command then says) through threadpoolctl, for the whole run; the report records
+which library it is and its thread count.
 
 Targets (printed PASS/FAIL): ``cp_als`` ≥ 4× TensorLy at ``200³`` rank 10 float32;
 ``tucker_hooi`` ≥ 5× TensorLy at ``200³`` ranks ``(10, 10, 10)``; batched ≥ 50×; compile
