@@ -62,6 +62,7 @@ FITTERS = {
     "cp_opt": (jaxtd.cp_opt, CONVERGED_OPT),
     "tucker_hooi": (jaxtd.tucker_hooi, CONVERGED),
     "tucker_opt": (jaxtd.tucker_opt, CONVERGED_OPT),
+    "hosvd": (jaxtd.hosvd, {}),  # no loop: differentiated directly, through eigh
     "cp_als_nonnegative": (jaxtd.cp_als, dict(CONVERGED, nonnegative=True)),
     "cp_als_unroll": (jaxtd.cp_als, dict(max_iter=150, tol=0.0, diff="unroll")),
     "tucker_hooi_unroll": (jaxtd.tucker_hooi, dict(max_iter=60, tol=0.0, diff="unroll")),
