@@ -14,6 +14,10 @@ Parts (``--part``, default all):
   equations solved by ``eigh`` (as jaxtd does), by LAPACK Cholesky, and by a Cholesky
   unrolled over the rank in plain array arithmetic (vectorised across the batch).
 
+``--lapack-threads 1`` limits the BLAS threads of jaxlib's LAPACK (SciPy's OpenBLAS), as
+``python -m jaxtd bench --lapack-threads`` does: compare the ``eigh`` and Cholesky rows with
+and without it.
+
 Every timing is the best of ``--repeats`` runs, with the variants of one part run in
 turn (round-robin) so that a busy spell of a shared machine hits them alike. The variants
 are built from jaxtd's own pieces (``als_sweep``, ``hooi_sweep``, ``iterate``) with a
@@ -30,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxtd
+from jaxtd import _bench
 from jaxtd._cp_als import _solve_normalized, als_sweep
 from jaxtd._init import initial_cp
 from jaxtd._loop import iterate
@@ -301,9 +306,6 @@ def batch_part(repeats: int) -> None:
         "broadcast-reduce sweep, unrolled Cholesky": jax.jit(
             jax.vmap(_cp_als_with(_solve_unrolled, rank, iters, sweep_small))
         ),
-        "broadcast-reduce sweep, eigh solve": jax.jit(
-            jax.vmap(_cp_als_with(_solve_normalized, rank, iters, sweep_small))
-        ),
         "unrolled-sum sweep, unrolled Cholesky": jax.jit(
             jax.vmap(_cp_als_with(_solve_unrolled, rank, iters, sweep_unrolled))
         ),
@@ -351,11 +353,19 @@ def main():
     )
     p.add_argument("--part", choices=("cp", "hooi", "batch", "all"), default="all")
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument(
+        "--lapack-threads", type=int, help="limit the BLAS threads of jaxlib's LAPACK (SciPy's)"
+    )
     args = p.parse_args()
-    print(f"device {jax.devices()[0].device_kind}, jax {jax.__version__}")
-    for name, part in (("cp", cp_part), ("hooi", hooi_part), ("batch", batch_part)):
-        if args.part in (name, "all"):
-            part(args.repeats)
+    pools, _ = _bench.lapack_pools()
+    print(
+        f"device {jax.devices()[0].device_kind}, jax {jax.__version__}; jaxlib LAPACK BLAS "
+        f"{[(p['internal_api'], p['num_threads']) for p in pools]}, limit {args.lapack_threads}"
+    )
+    with _bench.limit_lapack_threads(args.lapack_threads):
+        for name, part in (("cp", cp_part), ("hooi", hooi_part), ("batch", batch_part)):
+            if args.part in (name, "all"):
+                part(args.repeats)
 
 
 if __name__ == "__main__":
