@@ -3,7 +3,7 @@ r"""Benchmark suite behind ``python -m jaxtd bench``: speed, bandwidth, batching
 Run it as::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m jaxtd bench            # default grid
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m jaxtd bench --quick    # ~30 s smoke run
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m jaxtd bench --quick    # smoke, < 1 min
 
 (unsetting the two OpenBLAS variables lets the NumPy-based peers run at their best; the
 command warns when they are set). It prints a table on stdout, progress on stderr, and
@@ -1111,7 +1111,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add(
         "--quick",
         action="store_true",
-        help="smoke run of about 30 s: sizes "
+        help="smoke run, under a minute: sizes "
         f"{QUICK['sizes']}, order {QUICK['orders']}, rank {QUICK['ranks']}, smaller experiments",
     )
     add(
