@@ -17,7 +17,7 @@ from jaxtd._models import TuckerTensor, tucker_to_tensor
 from jaxtd._result import FitResult, input_status
 from jaxtd._tensor import (
     dimension_tree_split,
-    leading_left_singular_vectors,
+    fix_signs,
     mode_dot,
     multi_mode_dot,
     unfold,
@@ -40,15 +40,18 @@ def tucker_hooi(
     r"""Fit a Tucker model ``x ≈ G ×_0 U_0 ... ×_{N-1} U_{N-1}`` with orthonormal ``U_n`` by HOOI.
 
     HOOI maximises ``‖x ×_0 U_0ᵀ ... ×_{N-1} U_{N-1}ᵀ‖`` over orthonormal factors, which
-    minimises ``‖x − T‖``. Each sweep sets, mode by mode,
+    minimises ``‖x − T‖``. Each sweep moves, mode by mode, ``U_n`` towards the leading
+    ``R_n`` left singular vectors of ``Y_n = (x ×_{m ≠ n} U_mᵀ)_{(n)}`` by one step of
+    subspace iteration,
 
     .. math::
-        U_n \leftarrow \text{leading } R_n \text{ left singular vectors of }
-        \big(x \times_{m \ne n} U_m^\top\big)_{(n)},
+        U_n \leftarrow \mathrm{qr}\big(Y_n Y_n^\top U_n\big),
 
-    and the core ``G = x ×_m U_mᵀ`` comes from the last projection of the sweep. The
+    which never lowers ``‖U_nᵀ Y_n‖`` (so the error never rises) and has the same fixed
+    points as the exact singular vectors, at the cost of thin GEMMs and one small QR.
+    The core ``G = x ×_m U_mᵀ`` comes from the last projection of the sweep. The
     projections of a sweep share partial products (a dimension tree), so a sweep reads
-    ``x`` twice; singular vectors come from ``eigh`` of the smaller Gram matrix. The
+    ``x`` twice. The start (``"svd"``) is the HOSVD. The
     error is ``sqrt(‖x‖² − ‖G‖²) / ‖x‖``, never a dense reconstruction.
 
     Args:
@@ -131,6 +134,20 @@ def _tucker_hooi(
     return FitResult(model, *stats)
 
 
+def _subspace_step(y: Array, u: Array) -> Array:
+    """One subspace-iteration step towards the leading left singular vectors of ``y``.
+
+    ``U ← qr(Y (Yᵀ U))``, signs fixed. For the PSD matrix ``Y Yᵀ`` this never decreases
+    ``‖Uᵀ Y‖`` (Ritz values of subspace iteration rise monotonically), so HOOI stays
+    monotone and has the same fixed points as with exact singular vectors. It costs
+    two thin GEMMs and an ``I_n × R_n`` QR instead of an ``eigh`` of an ``I_n × I_n``
+    (or ``∏R × ∏R``) Gram matrix: on CPU that large ``eigh`` goes to a multi-threaded
+    LAPACK that fights XLA's own threads (272 ms against 12.6 ms per 200³ sweep).
+    """
+    q, _ = jnp.linalg.qr(y @ (y.T @ u))
+    return fix_signs(q)
+
+
 def hooi_sweep(x: Array, factors, norm_x_sq: Array) -> tuple[TuckerTensor, Array]:
     """One HOOI sweep over all modes; returns the new model and its relative error."""
     factors = list(factors)
@@ -142,6 +159,6 @@ def hooi_sweep(x: Array, factors, norm_x_sq: Array) -> tuple[TuckerTensor, Array
         for n in block:
             inside = [m for m in block if m != n]
             y = multi_mode_dot(partial_t, [factors[m] for m in inside], inside, transpose=True)
-            factors[n] = leading_left_singular_vectors(unfold(y, n), factors[n].shape[1])
+            factors[n] = _subspace_step(unfold(y, n), factors[n])
     core = mode_dot(y, factors[-1].T, x.ndim - 1)
     return TuckerTensor(core, tuple(factors)), tucker_rel_error(norm_x_sq, core)
