@@ -12,7 +12,7 @@ from jaxtd import _validate
 from jaxtd._loop import status_code
 from jaxtd._models import TuckerTensor
 from jaxtd._result import FitResult, Status, input_status
-from jaxtd._tensor import leading_left_singular_vectors, mode_dot, multi_mode_dot, unfold
+from jaxtd._tensor import leading_mode_vectors, mode_dot, multi_mode_dot
 
 
 def hosvd(x, rank, *, sequential: bool = False) -> FitResult:
@@ -52,11 +52,11 @@ def _hosvd(x, *, ranks, sequential) -> FitResult:
     if sequential:
         core, factors = x, []
         for n, r in enumerate(ranks):
-            u = leading_left_singular_vectors(unfold(core, n), r)
+            u = leading_mode_vectors(core, n, r)
             core = mode_dot(core, u.T, n)
             factors.append(u)
     else:
-        factors = [leading_left_singular_vectors(unfold(x, n), r) for n, r in enumerate(ranks)]
+        factors = [leading_mode_vectors(x, n, r) for n, r in enumerate(ranks)]
         core = multi_mode_dot(x, factors, transpose=True)
     rel_error = tucker_rel_error(jnp.vdot(x, x), core)
     data_status = input_status(x, None)

@@ -24,7 +24,7 @@ from jax import Array
 
 from jaxtd import _validate
 from jaxtd._models import CPTensor, TuckerTensor
-from jaxtd._tensor import leading_left_singular_vectors, unfold
+from jaxtd._tensor import leading_mode_vectors
 
 INIT_KINDS = ("svd", "random")
 
@@ -98,7 +98,7 @@ def initial_cp(x: Array, rank: int, kind: str, model: CPTensor | None, key) -> C
         if kind == "random":
             factors.append(jax.random.normal(keys[n], (size, rank), x.dtype))
             continue
-        u = leading_left_singular_vectors(unfold(x, n), min(rank, size))
+        u = leading_mode_vectors(x, n, min(rank, size))
         if rank > size:
             extra = jax.random.normal(keys[n], (size, rank - size), x.dtype)
             u = jnp.concatenate([u, extra], axis=1)
@@ -118,4 +118,4 @@ def initial_tucker_factors(
             jnp.linalg.qr(jax.random.normal(k, (size, r), x.dtype))[0]
             for k, size, r in zip(keys, x.shape, ranks)
         )
-    return tuple(leading_left_singular_vectors(unfold(x, n), r) for n, r in enumerate(ranks))
+    return tuple(leading_mode_vectors(x, n, r) for n, r in enumerate(ranks))

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-from jax import Array
+from jax import Array, lax
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -211,6 +211,43 @@ def leading_left_singular_vectors(matrix: Array, k: int) -> Array:
             q, _ = jnp.linalg.qr(jnp.concatenate([u, jnp.eye(m, dtype=u.dtype)], axis=1))
             u = q[:, :k]
     return fix_signs(u)
+
+
+def mode_gram(x: Array, mode: int) -> Array:
+    """``X_(n) X_(n)ᵀ`` (``I_n × I_n``) without forming the unfolding.
+
+    ``unfold`` of a middle mode is a transposed copy of ``x``. Here modes ``0`` and
+    ``N−1`` are reshapes of ``x`` (one GEMM each), and a middle mode sums
+    ``X_p X_pᵀ`` over contiguous ``(I_n, S)`` slices of ``x.reshape(P, I_n, S)`` in a
+    loop, so the extra memory is ``I_n²``, not ``size(x)``.
+    """
+    size = x.shape[mode]
+    if mode == 0:
+        m = x.reshape(size, -1)
+        return m @ m.T
+    if mode == x.ndim - 1:
+        m = x.reshape(-1, size)
+        return m.T @ m
+    slices = x.reshape(math.prod(x.shape[:mode]), size, -1)
+
+    def add(p, gram):
+        s = lax.dynamic_index_in_dim(slices, p, keepdims=False)
+        return gram + s @ s.T
+
+    return lax.fori_loop(0, slices.shape[0], add, jnp.zeros((size, size), x.dtype))
+
+
+def leading_mode_vectors(x: Array, mode: int, k: int) -> Array:
+    """:func:`leading_left_singular_vectors` of ``unfold(x, mode)``, reading ``x`` in place.
+
+    When ``I_n`` is at most the product of the other sizes (the usual case), the
+    vectors come from ``eigh`` of :func:`mode_gram`; otherwise from the unfolding.
+    """
+    size = x.shape[mode]
+    if size > x.size // size:
+        return leading_left_singular_vectors(unfold(x, mode), k)
+    _, vecs = jnp.linalg.eigh(mode_gram(x, mode))
+    return fix_signs(vecs[:, ::-1][:, :k])
 
 
 def fix_signs(u: Array) -> Array:
