@@ -16,11 +16,13 @@ from jaxtd._loop import impute_step, iterate
 from jaxtd._models import CPTensor, cp_to_tensor
 from jaxtd._result import FitResult, input_status
 from jaxtd._tensor import (
+    SMALL_SOLVE_MAX_RANK,
     contract_shared_rank,
     contract_to_rank,
     dimension_tree_split,
     gram_hadamard,
     psd_pinv,
+    spd_solve_small,
 )
 
 
@@ -185,12 +187,19 @@ def als_sweep(x: Array, cp: CPTensor, norm_x_sq: Array, update=None) -> tuple[CP
 def _solve_normalized(mttkrp_n: Array, v: Array, current: Array) -> tuple[Array, Array]:
     """``A = M V⁺`` (least-norm solution), then unit-norm columns and their norms.
 
-    ``V⁺`` comes from ``eigh`` of the symmetric ``R × R`` matrix ``V`` (see
-    :func:`jaxtd._tensor.psd_pinv`), so a singular ``V`` (an all-zero tensor, a zero
-    column) gives finite factors. One ``eigh`` is also much faster inside the compiled
-    loop on CPU than a Cholesky factor and two triangular solves.
+    Up to ``SMALL_SOLVE_MAX_RANK``, ``A = M (V + δI)⁻¹`` by an unrolled Cholesky with a
+    ridge at rounding level (:func:`jaxtd._tensor.spd_solve_small`): plain arithmetic
+    that fuses, alone and across a ``vmap`` batch of small fits, where a vmapped ``eigh``
+    of a tiny matrix is slow. Above it, ``V⁺`` comes from ``eigh`` of the symmetric
+    ``R × R`` matrix ``V`` (see :func:`jaxtd._tensor.psd_pinv`); one ``eigh`` is much
+    faster inside the compiled loop on CPU than LAPACK's Cholesky and two triangular
+    solves. Either way a singular ``V`` (an all-zero tensor, a zero column) gives
+    finite factors.
     """
-    factor = mttkrp_n @ psd_pinv(v)
+    if v.shape[0] <= SMALL_SOLVE_MAX_RANK:
+        factor = spd_solve_small(v, mttkrp_n.T).T
+    else:
+        factor = mttkrp_n @ psd_pinv(v)
     norms = _column_norms(factor)
     return factor / jnp.where(norms > 0, norms, 1)[None, :], norms
 

@@ -122,3 +122,49 @@ def test_leading_singular_vectors_agree_with_svd_on_both_sides():
             np.abs(u.T @ ref), np.eye(3), atol=1e-10
         )  # same vectors up to sign
         assert np.all(u[np.argmax(np.abs(u), axis=0), range(3)] > 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rank", [1, 3, 6])
+def test_spd_solve_small_matches_solve_under_vmap_and_is_finite_when_singular(dtype, rank):
+    import jax
+
+    from jaxtd._tensor import spd_solve_small
+
+    rng = np.random.default_rng(rank)
+    a = rng.standard_normal((16, rank, rank)).astype(dtype)
+    v = a @ a.transpose(0, 2, 1) + np.eye(rank, dtype=dtype)  # SPD, well conditioned
+    b = rng.standard_normal((16, rank, 4)).astype(dtype)
+    got = jax.vmap(spd_solve_small)(jnp.asarray(v), jnp.asarray(b))
+    assert got.dtype == dtype
+    ref = np.linalg.solve(v.astype(np.float64), b.astype(np.float64))
+    assert rel_diff(got, ref) < 100 * TOL[dtype]["exact"]
+    # Singular: all zero (-> 0, as the pseudo-inverse), a zero row/column, rank one.
+    u = rng.standard_normal((rank, 1)).astype(dtype)
+    singular = np.stack([np.zeros((rank, rank), dtype), v[0], u @ u.T])
+    singular[1, 0, :] = singular[1, :, 0] = 0
+    rhs = np.stack([b[0], b[1], u @ rng.standard_normal((1, 4)).astype(dtype)])
+    rhs[1, 0] = 0  # the normal equations' right side lies in the range of V
+    out = np.asarray(jax.vmap(spd_solve_small)(jnp.asarray(singular), jnp.asarray(rhs)))
+    assert np.all(np.isfinite(out)) and np.all(out[0] == 0)
+    np.testing.assert_allclose(  # the others solve V X = B (right sides in range)
+        np.einsum("bij,bjk->bik", singular[1:], out[1:]),
+        rhs[1:],
+        atol=100 * TOL[dtype]["exact"] * np.abs(rhs).max(),
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_unrolled_contractions_match_the_gemm_path(dtype, monkeypatch):
+    from jaxtd import _tensor
+
+    rng = np.random.default_rng(2)
+    for shape in [(10, 10, 10), (3, 4, 2, 5)]:
+        x = jnp.asarray(rng.standard_normal(shape).astype(dtype))
+        fs = [jnp.asarray(rng.standard_normal((n, 3)).astype(dtype)) for n in shape]
+        unrolled = [_tensor.mttkrp(x, fs, n) for n in range(len(shape))]
+        with monkeypatch.context() as m:
+            m.setattr(_tensor, "UNROLL_MAX_SIZE", 0)
+            gemm = [_tensor.mttkrp(x, fs, n) for n in range(len(shape))]
+        for u, g in zip(unrolled, gemm):
+            assert u.dtype == dtype and rel_diff(u, g) < TOL[dtype]["exact"]
