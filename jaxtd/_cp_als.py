@@ -48,7 +48,8 @@ def cp_als(
               = \mathrm{MTTKRP}(x, n)\,\big(\ast_{m \ne n} A_m^\top A_m\big)^{-1}
 
     (``⊙`` Khatri–Rao, ``∗`` Hadamard product) through the pseudo-inverse of the
-    ``R × R`` normal matrix (an ``eigh``), then scales the columns of ``A_n`` to unit
+    ``R × R`` normal matrix (an ``eigh``; up to rank 6 an unrolled Cholesky with a
+    rounding-level ridge, which fuses across a ``vmap`` batch), then scales the columns of ``A_n`` to unit
     norm, carrying the scale in ``w``. The MTTKRPs of a sweep share partial contractions
     (a dimension tree): one pass over ``x`` serves the first ``⌈N/2⌉`` modes and one more the rest,
     so a sweep reads ``x`` twice and never forms a Khatri–Rao product of the other
