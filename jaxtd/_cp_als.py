@@ -49,16 +49,18 @@ def cp_als(
 
     (``⊙`` Khatri–Rao, ``∗`` Hadamard product) through the pseudo-inverse of the
     ``R × R`` normal matrix (an ``eigh``; up to rank 6 an unrolled Cholesky with a
-    rounding-level ridge, which fuses across a ``vmap`` batch), then scales the columns of ``A_n`` to unit
-    norm, carrying the scale in ``w``. The MTTKRPs of a sweep share partial contractions
-    (a dimension tree): one pass over ``x`` serves the first ``⌈N/2⌉`` modes and one more the rest,
-    so a sweep reads ``x`` twice and never forms a Khatri–Rao product of the other
-    modes. The error comes from ``‖x − M‖² = ‖x‖² − 2⟨x, M⟩ + ‖M‖²`` with the last
-    MTTKRP of the sweep, never from a dense reconstruction; in float32 it resolves
-    ``rel_error`` down to about ``1e-3`` (cancellation), in float64 to about ``1e-7``.
+    rounding-level ridge, which fuses across a ``vmap`` batch), then scales the columns
+    of ``A_n`` to unit norm, carrying the scale in ``w``. The MTTKRPs of a sweep share
+    partial contractions (a dimension tree): the modes split into two blocks, chosen to
+    keep the partial results small, and one pass over ``x`` serves each block, so a sweep
+    reads ``x`` twice and never forms a Khatri–Rao product of the other modes. The error
+    comes from ``‖x − M‖² = ‖x‖² − 2⟨x, M⟩ + ‖M‖²`` with the last MTTKRP of the sweep,
+    never from a dense reconstruction; in float32 it resolves ``rel_error`` down to about
+    ``1e-3`` (cancellation), in float64 to about ``1e-7``.
 
-    Cost per sweep: ``O(size(x) · R)`` flops, memory ``size(x) · R / I_min`` beyond
-    ``x`` and the factors.
+    Cost per sweep: ``O(size(x) · R)`` flops; memory beyond ``x`` and the factors: the
+    two blocks' partial results, ``(prod(I_block)) · R`` each (for ``200³``, ``200² R``;
+    for a ``(3, 3, 512, 512)`` conv kernel, ``3·3·512 R`` and ``512 R``).
 
     Args:
         x: tensor of at least 2 modes, float32 or float64 (integers become the default
