@@ -6,6 +6,7 @@ import pytest
 from conftest import DTYPES, TOL, planted_cp, planted_tucker, rel_diff
 
 import jaxtd
+from jaxtd._tensor import leading_left_singular_vectors, leading_mode_vectors, mode_gram
 
 tl = pytest.importorskip("tensorly")
 
@@ -168,3 +169,15 @@ def test_unrolled_contractions_match_the_gemm_path(dtype, monkeypatch):
             gemm = [_tensor.mttkrp(x, fs, n) for n in range(len(shape))]
         for u, g in zip(unrolled, gemm):
             assert u.dtype == dtype and rel_diff(u, g) < TOL[dtype]["exact"]
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 6), (3, 4, 5, 2), (7, 2)])
+def test_mode_gram_and_leading_vectors_read_x_in_place(shape):
+    x = jnp.asarray(np.random.default_rng(0).standard_normal(shape))
+    for n in range(len(shape)):
+        u = jaxtd.unfold(x, n)
+        np.testing.assert_allclose(mode_gram(x, n), u @ u.T, rtol=1e-12, atol=1e-12)
+        k = min(2, shape[n])
+        np.testing.assert_allclose(
+            leading_mode_vectors(x, n, k), leading_left_singular_vectors(u, k), atol=1e-10
+        )
