@@ -143,15 +143,13 @@ def _slice_sum(t: Array, factor: Array, mode: int, *, new_rank_axis: bool) -> Ar
 def contract_to_rank(x: Array, factors: Sequence[Array], modes: Sequence[int]) -> Array:
     """Contract ``x`` over ``modes`` with the CP factors there, appending a rank axis.
 
-    ``factors`` is indexed by mode. The first contraction is one GEMM over a run of
-    modes at the end (or the start) of ``x``: reshaping merges such a run without a
-    copy, and neither needs a transposed copy of ``x``. The run's Khatri–Rao product is
-    formed only while it stays no larger than ``x`` (a (3, 3, 512, 512) kernel
-    contracted over its two 3-modes then makes a ``512·512·R`` result, not a
-    ``3·512·512·R`` one). The remaining modes share the rank axis (see
-    :func:`contract_shared_rank`). The result has the modes of ``x`` not in ``modes``,
-    in order, then ``R``. A tiny ``x`` (``size · R ≤ UNROLL_MAX_SIZE``) is contracted
-    instead by unrolled sums of slices, largest mode first (see ``_slice_sum``).
+    ``factors`` is indexed by mode. The first contraction is one GEMM over the mode at
+    the end (or the start) of ``x``, which needs no transposed copy of ``x``. Where that
+    mode is shorter than the rank (a (3, 3, 512, 512) conv kernel at rank 256), a run of
+    end modes is contracted at once through their small Khatri–Rao product instead, so
+    the result stays no larger than ``x`` (see :func:`_end_run`). The remaining modes
+    share the rank axis (see :func:`contract_shared_rank`). The result has the modes of
+    ``x`` not in ``modes``, in order, then ``R``.
     """
     modes = sorted(modes)
     rank = factors[modes[0]].shape[1]
@@ -175,22 +173,27 @@ def contract_to_rank(x: Array, factors: Sequence[Array], modes: Sequence[int]) -
 
 
 def _end_run(shape: Sequence[int], modes: Sequence[int], rank: int) -> list[int]:
-    """The run of ``modes`` at the end (else the start) of ``shape`` to contract first.
+    """The run of ``modes`` at the end (or the start) of ``shape`` to contract first.
 
-    It is the longest one whose Khatri–Rao product (``prod(sizes) × rank``) is no
-    larger than the tensor; of a run at each end, the one leaving the smaller result.
-    Without one, the end mode of ``modes`` there is, else the first of ``modes``.
+    One end mode, as long as that shrinks the tensor (``I_m ≥ R``): a single GEMM
+    with the factor is the fastest. The run grows inward only while its result would
+    otherwise be larger than ``x`` (``prod(sizes) < R``) and its Khatri–Rao product
+    (``prod(sizes) × R``) stays no larger than ``x``. Of a run at each end, the one
+    leaving the smaller result; without one, the first of ``modes``.
     """
     ndim, size = len(shape), math.prod(shape)
+    trailing = [m for m in range(ndim) if all(k in modes for k in range(m, ndim))]
+    leading = [m for m in range(ndim) if all(k in modes for k in range(m + 1))]
     candidates = []
-    for run in (
-        [m for m in range(ndim - 1, -1, -1) if all(k in modes for k in range(m, ndim))][::-1],
-        [m for m in range(ndim) if all(k in modes for k in range(m + 1))],
-    ):
-        while len(run) > 1 and math.prod(shape[m] for m in run) * rank > size:
-            run = run[1:] if run[-1] == ndim - 1 else run[:-1]
-        if run:
-            candidates.append(run)
+    for inward in (trailing[::-1], leading):  # the end mode first
+        chosen = inward[:1]
+        for m in inward[1:]:
+            covered = math.prod(shape[c] for c in chosen)
+            if covered >= rank or covered * shape[m] * rank > size:
+                break
+            chosen.append(m)
+        if chosen:
+            candidates.append(sorted(chosen))
     if not candidates:
         return [modes[0]]
     return max(candidates, key=lambda run: math.prod(shape[m] for m in run))
