@@ -9,8 +9,8 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxtd import _validate
-from jaxtd._cp_opt import cp_residual_loss
-from jaxtd._implicit import cp_at_optimum
+from jaxtd._cp_opt import cp_loss
+from jaxtd._implicit import cp_at_optimum, loop_input
 from jaxtd._init import cp_init_spec, initial_cp
 from jaxtd._loop import impute_step, iterate
 from jaxtd._models import CPTensor, cp_to_tensor
@@ -127,9 +127,7 @@ def cp_als(
 def _cp_als(
     x, mask, init_model, key, tol, *, rank, init, max_iter, nonnegative, progress, diff
 ) -> FitResult:
-    x_input = x
-    if diff == "implicit":  # the loop is not differentiated; the optimum is (below)
-        x = jax.lax.stop_gradient(x)
+    x_input, x = x, loop_input(x, diff)  # derivatives come from the optimum (below)
     x_obs = x if mask is None else jnp.where(mask, x, 0)
     start = initial_cp(x_obs, rank, init, init_model, key)
     if nonnegative:
@@ -151,7 +149,7 @@ def _cp_als(
         step = impute_step(sweep, cp_to_tensor, x_obs, mask)
         (model, _), stats = iterate(step, (start, cp_to_tensor(start)), **loop)
     if diff == "implicit":
-        model = cp_at_optimum(cp_residual_loss, model, (x_input, mask), nonnegative)
+        model = cp_at_optimum(cp_loss, model, (x_input, mask), nonnegative)
     return FitResult(model, *stats)
 
 

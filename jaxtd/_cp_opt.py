@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxtd import _validate
-from jaxtd._implicit import cp_at_optimum
+from jaxtd._implicit import cp_at_optimum, loop_input
 from jaxtd._init import cp_init_spec, initial_cp
 from jaxtd._loop import minimize
 from jaxtd._models import CPTensor, cp_inner, cp_norm_sq, cp_normalize, cp_to_tensor
@@ -112,9 +112,7 @@ def cp_opt(
 def _cp_opt(
     x, mask, init_model, key, tol, *, rank, init, max_iter, optimizer, nonnegative, progress, diff
 ) -> FitResult:
-    x_input = x
-    if diff == "implicit":  # the loop is not differentiated; the optimum is (below)
-        x = jax.lax.stop_gradient(x)
+    x_input, x = x, loop_input(x, diff)  # derivatives come from the optimum (below)
     x_obs = x if mask is None else jnp.where(mask, x, 0)
     norm_x_sq = jnp.vdot(x_obs, x_obs)
     start = initial_cp(x_obs, rank, init, init_model, key)
@@ -137,16 +135,8 @@ def _cp_opt(
     factors = tuple(b * b for b in params) if nonnegative else params
     model = cp_normalize(CPTensor(jnp.ones((rank,), x.dtype), factors))
     if diff == "implicit":
-        model = cp_at_optimum(cp_residual_loss, model, (x_input, mask), nonnegative)
+        model = cp_at_optimum(cp_loss, model, (x_input, mask), nonnegative)
     return FitResult(model, *stats)
-
-
-def cp_residual_loss(factors, data: tuple[Array, Array | None]) -> Array:
-    """``½ ‖W ∗ (x − [[factors]])‖²`` (unit weights), ``data = (x, mask)``: fits are its minima."""
-    x, mask = data
-    x_obs = x if mask is None else jnp.where(mask, x, 0)
-    norm_x_sq = jnp.vdot(x_obs, x_obs)
-    return cp_loss(x_obs, mask, norm_x_sq, factors) * norm_x_sq
 
 
 def cp_loss(x: Array, mask: Array | None, norm_x_sq: Array, factors) -> Array:

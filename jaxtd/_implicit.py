@@ -124,6 +124,20 @@ def _tucker_metric(tucker: TuckerTensor):
     return partial(apply, grams, blocks), partial(apply, gram_inverses, block_inverses)
 
 
+def loop_input(x: Array, diff: str) -> Array:
+    """What the fitting loop sees: ``x`` without derivatives when they come from the optimum."""
+    return jax.lax.stop_gradient(x) if diff == "implicit" else x
+
+
+def residual_loss(normalized_loss: Callable, params: Any, data: tuple[Array, Array | None]):
+    """``½ ‖W ∗ (x − M(params))‖²``, ``data = (x, mask)``, from a fitter's loss that is
+    normalised by ``‖W ∗ x‖²`` (``normalized_loss(x_obs, mask, ‖W∗x‖², params)``)."""
+    x, mask = data
+    x_obs = x if mask is None else jnp.where(mask, x, 0)
+    norm_x_sq = jnp.vdot(x_obs, x_obs)
+    return normalized_loss(x_obs, mask, norm_x_sq, params) * norm_x_sq
+
+
 def _squared(roots):
     return tuple(b * b for b in roots)
 
@@ -132,14 +146,18 @@ def _loss_of_squares(loss: Loss, roots, data) -> Array:
     return loss(_squared(roots), data)
 
 
-def cp_at_optimum(loss: Loss, model: CPTensor, data: Any, nonnegative: bool) -> CPTensor:
-    """A fitted CP model, differentiable in ``data`` through ``loss(factors, data)``.
+def cp_at_optimum(
+    normalized_loss: Callable, model: CPTensor, data: Any, nonnegative: bool
+) -> CPTensor:
+    """A fitted CP model, differentiable in ``data = (x, mask)`` at the optimum of the
+    :func:`residual_loss` of ``normalized_loss`` (a loss of the factors, unit weights).
 
     The weights are spread over the factors (``A_n w^{1/N}``), the optimum is tied to
     ``loss``, and the model is normalised again: that removes the scaling gauge, so the
     backward system is consistent. With ``nonnegative`` the parameters are ``B`` with
     ``A = B ∗ B``: a KKT point of the constrained problem is a stationary point in ``B``.
     """
+    loss = partial(residual_loss, normalized_loss)
     weights, factors = model
     spread = jnp.abs(weights) ** (1 / len(factors))
     factors = tuple(f * spread[None, :] for f in factors)
@@ -152,6 +170,8 @@ def cp_at_optimum(loss: Loss, model: CPTensor, data: Any, nonnegative: bool) -> 
     return cp_normalize(CPTensor(jnp.ones_like(weights), tuple(factors)))
 
 
-def tucker_at_optimum(loss: Loss, model: TuckerTensor, data: Any) -> TuckerTensor:
-    """A fitted Tucker model, differentiable in ``data`` through ``loss(model, data)``."""
+def tucker_at_optimum(normalized_loss: Callable, model: TuckerTensor, data: Any) -> TuckerTensor:
+    """A fitted Tucker model, differentiable in ``data = (x, mask)`` at the optimum of the
+    :func:`residual_loss` of ``normalized_loss``."""
+    loss = partial(residual_loss, normalized_loss)
     return at_optimum(loss, _tucker_metric, TuckerTensor(model.core, tuple(model.factors)), data)

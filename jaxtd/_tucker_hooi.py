@@ -10,7 +10,7 @@ from jax import Array
 
 from jaxtd import _validate
 from jaxtd._hosvd import tucker_rel_error
-from jaxtd._implicit import tucker_at_optimum
+from jaxtd._implicit import loop_input, tucker_at_optimum
 from jaxtd._init import initial_tucker_factors, tucker_init_spec
 from jaxtd._loop import impute_step, iterate
 from jaxtd._models import TuckerTensor, tucker_to_tensor
@@ -22,7 +22,7 @@ from jaxtd._tensor import (
     multi_mode_dot,
     unfold,
 )
-from jaxtd._tucker_opt import tucker_residual_loss
+from jaxtd._tucker_opt import tucker_loss
 
 
 def tucker_hooi(
@@ -106,9 +106,7 @@ def tucker_hooi(
 def _tucker_hooi(
     x, mask, init_model, key, tol, *, ranks, init, max_iter, progress, diff
 ) -> FitResult:
-    x_input = x
-    if diff == "implicit":  # the loop is not differentiated; the optimum is (below)
-        x = jax.lax.stop_gradient(x)
+    x_input, x = x, loop_input(x, diff)  # derivatives come from the optimum (below)
     x_obs = x if mask is None else jnp.where(mask, x, 0)
     factors = initial_tucker_factors(x_obs, ranks, init, init_model, key)
     loop = dict(
@@ -130,7 +128,7 @@ def _tucker_hooi(
         step = impute_step(sweep, tucker_to_tensor, x_obs, mask)
         (model, _), stats = iterate(step, (start, tucker_to_tensor(start)), **loop)
     if diff == "implicit":
-        model = tucker_at_optimum(tucker_residual_loss, model, (x_input, mask))
+        model = tucker_at_optimum(tucker_loss, model, (x_input, mask))
     return FitResult(model, *stats)
 
 

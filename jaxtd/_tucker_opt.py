@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxtd import _validate
-from jaxtd._implicit import tucker_at_optimum
+from jaxtd._implicit import loop_input, tucker_at_optimum
 from jaxtd._init import initial_tucker_factors, tucker_init_spec
 from jaxtd._loop import minimize
 from jaxtd._models import TuckerTensor, tucker_inner, tucker_norm_sq, tucker_to_tensor
@@ -89,9 +89,7 @@ def tucker_opt(
 
 @partial(jax.jit, static_argnames=("ranks", "init", "max_iter", "optimizer", "progress", "diff"))
 def _tucker_opt(x, mask, init_model, key, tol, *, ranks, init, max_iter, optimizer, progress, diff):
-    x_input = x
-    if diff == "implicit":  # the loop is not differentiated; the optimum is (below)
-        x = jax.lax.stop_gradient(x)
+    x_input, x = x, loop_input(x, diff)  # derivatives come from the optimum (below)
     x_obs = x if mask is None else jnp.where(mask, x, 0)
     norm_x_sq = jnp.vdot(x_obs, x_obs)
     factors = initial_tucker_factors(x_obs, ranks, init, init_model, key)
@@ -108,16 +106,8 @@ def _tucker_opt(x, mask, init_model, key, tol, *, ranks, init, max_iter, optimiz
         unroll=diff == "unroll",
     )
     if diff == "implicit":
-        params = tucker_at_optimum(tucker_residual_loss, params, (x_input, mask))
+        params = tucker_at_optimum(tucker_loss, params, (x_input, mask))
     return FitResult(params, *stats)
-
-
-def tucker_residual_loss(tucker: TuckerTensor, data: tuple[Array, Array | None]) -> Array:
-    """``½ ‖W ∗ (x − T)‖²``, ``data = (x, mask)``: Tucker fits (HOOI's too) are its minima."""
-    x, mask = data
-    x_obs = x if mask is None else jnp.where(mask, x, 0)
-    norm_x_sq = jnp.vdot(x_obs, x_obs)
-    return tucker_loss(x_obs, mask, norm_x_sq, tucker) * norm_x_sq
 
 
 def tucker_loss(x: Array, mask: Array | None, norm_x_sq: Array, tucker: TuckerTensor) -> Array:
