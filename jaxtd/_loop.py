@@ -67,7 +67,9 @@ def iterate(
     a no-op once the rule holds, so that reverse-mode differentiation can go through
     every iteration (at ``max_iter`` steps of cost and memory).
     Returns the final state and its ``LoopStats``; ``rel_error`` is NaN when
-    no iteration ran (non-finite input).
+    no iteration ran (non-finite input). When an iteration gives a NaN or Inf, the loop
+    stops and returns the iterate before it (the start, if it was the first) with that
+    iterate's error (NaN for the start); ``history`` records the non-finite value.
     """
 
     def cond(c: _Carry) -> Array:
@@ -79,7 +81,10 @@ def iterate(
         converged = finite & (jnp.abs(err - c.rel_error) < tol)
         if progress is not None and not unroll:
             jax.debug.callback(progress, c.i + 1, err)
-        return _Carry(c.i + 1, new_state, err, c.history.at[c.i].set(err), converged, finite)
+        # On a NaN/Inf, keep the last finite iterate and its error (the loop stops there).
+        state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new_state, c.state)
+        err_kept = jnp.where(finite, err, c.rel_error)
+        return _Carry(c.i + 1, state, err_kept, c.history.at[c.i].set(err), converged, finite)
 
     init = _Carry(
         i=jnp.asarray(0, jnp.int32),
@@ -102,7 +107,7 @@ def iterate(
         c, _ = lax.scan(masked_body, init, length=max_iter)
     else:
         c = lax.while_loop(cond, body, init)
-    rel_error = jnp.where(c.i > 0, c.rel_error, jnp.nan)
+    rel_error = jnp.where(jnp.isfinite(c.rel_error), c.rel_error, jnp.nan)  # inf: none ran
     status = status_code(input_status, c.finite, c.converged)
     return c.state, LoopStats(rel_error, c.i, c.converged, c.history, status)
 

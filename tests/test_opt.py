@@ -87,3 +87,15 @@ def test_opt_all_zero_and_non_finite_input(fit):
     bad[0, 0, 0] = np.nan
     res = jax.jit(lambda x: fit(x, 2, max_iter=20))(bad)
     assert not bool(res.converged) and int(res.status) == Status.NONFINITE_INPUT
+
+
+DIVERGING = optax.sgd(1e6)  # built once: the optimizer is a static argument
+
+
+def test_divergence_keeps_the_last_finite_iterate(aminoacids):
+    res = jaxtd.cp_opt(aminoacids.tensor, 3, optimizer=DIVERGING, max_iter=50)
+    n = int(res.n_iter)
+    assert int(res.status) == jaxtd.Status.NONFINITE_ITER and not bool(res.converged)
+    assert not np.isfinite(res.history[n - 1])  # the failing step is recorded
+    assert all(bool(jnp.all(jnp.isfinite(f))) for f in res.model.factors)
+    assert float(res.rel_error) == float(res.history[n - 2])  # the error of the model returned
