@@ -63,7 +63,7 @@ def multi_start(
     """
     if "init" in kwargs:
         raise ValueError("multi_start draws random starts; do not pass init")
-    n_starts = _validate._as_int(n_starts, "n_starts")
+    n_starts = _validate.as_int(n_starts, "n_starts")
     if n_starts < 1:
         raise ValueError(f"n_starts must be >= 1, got {n_starts}")
     if key is None:

@@ -19,36 +19,41 @@ from jax import Array
 DEFAULT_OPTIMIZER = optax.lbfgs()
 
 
-def as_tensor(x) -> Array:
-    """``x`` as a floating JAX array with at least 2 modes, none of them empty.
+def as_tensor(x, name: str = "x", ndim: int | None = None) -> Array:
+    """``x`` as a floating JAX array, none of its axes empty.
 
-    Integers and booleans become the default float dtype (float32, or float64 under
-    x64). Complex and half-precision input raise ``TypeError``.
+    With ``ndim=None`` it needs at least 2 modes (a tensor to fit); otherwise exactly
+    ``ndim`` axes. Integers and booleans become the default float dtype (float32, or
+    float64 under x64). Complex and half-precision input raise ``TypeError``. Messages
+    call the argument ``name``.
     """
     if not hasattr(x, "dtype"):
         try:
             x = np.asarray(x)
         except Exception as e:  # ragged lists and the like
-            raise TypeError(f"x must be an array, got {type(x).__name__}: {e}") from None
+            raise TypeError(f"{name} must be an array, got {type(x).__name__}: {e}") from None
     dtype = np.dtype(x.dtype)
     if np.issubdtype(dtype, np.complexfloating):
-        raise TypeError(f"x has complex dtype {dtype}; jaxtd fits real tensors only")
+        raise TypeError(f"{name} has complex dtype {dtype}; jaxtd fits real tensors only")
     if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
         x = jnp.asarray(x, dtype=jnp.result_type(float))
     elif dtype in (np.float32, np.float64):
         x = jnp.asarray(x)
     elif dtype.itemsize < 4 and dtype.kind in "fV":
-        raise TypeError(f"x has dtype {dtype}; use float32 or float64 (cast with x.astype)")
+        raise TypeError(f"{name} has dtype {dtype}; use float32 or float64 (cast with .astype)")
     else:
-        raise TypeError(f"x has unsupported dtype {dtype}; use float32 or float64")
-    if x.ndim < 2:
-        raise ValueError(f"x must have at least 2 modes, got shape {tuple(x.shape)}")
+        raise TypeError(f"{name} has unsupported dtype {dtype}; use float32 or float64")
+    if ndim is None and x.ndim < 2:
+        raise ValueError(f"{name} must have at least 2 modes, got shape {tuple(x.shape)}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} axes, got shape {tuple(x.shape)}")
     if 0 in x.shape:
-        raise ValueError(f"x has an empty mode: shape {tuple(x.shape)}")
+        raise ValueError(f"{name} has an empty mode: shape {tuple(x.shape)}")
     return x
 
 
-def _as_int(value, name: str) -> int:
+def as_int(value, name: str) -> int:
+    """An int (not a bool), or ``TypeError`` naming ``name``."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got bool {value!r}")
     try:
@@ -59,7 +64,7 @@ def _as_int(value, name: str) -> int:
 
 def cp_rank(rank) -> int:
     """A CP rank: an int ≥ 1."""
-    rank = _as_int(rank, "rank")
+    rank = as_int(rank, "rank")
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}")
     return rank
@@ -68,13 +73,13 @@ def cp_rank(rank) -> int:
 def tucker_rank(rank, shape: Sequence[int]) -> tuple[int, ...]:
     """A Tucker rank: an int for every mode, or one int per mode, each in ``[1, I_n]``."""
     if isinstance(rank, Sequence) or (hasattr(rank, "ndim") and np.ndim(rank) == 1):
-        ranks = tuple(_as_int(r, "rank") for r in rank)
+        ranks = tuple(as_int(r, "rank") for r in rank)
         if len(ranks) != len(shape):
             raise ValueError(
                 f"rank has {len(ranks)} entries {ranks} but x has {len(shape)} modes {tuple(shape)}"
             )
     else:
-        ranks = (_as_int(rank, "rank"),) * len(shape)
+        ranks = (as_int(rank, "rank"),) * len(shape)
     if min(ranks) < 1:
         raise ValueError(f"rank must be >= 1 in every mode, got {ranks}")
     too_big = [n for n, (r, i) in enumerate(zip(ranks, shape)) if r > i]
@@ -86,7 +91,7 @@ def tucker_rank(rank, shape: Sequence[int]) -> tuple[int, ...]:
 
 
 def max_iter(value) -> int:
-    value = _as_int(value, "max_iter")
+    value = as_int(value, "max_iter")
     if value < 1:
         raise ValueError(f"max_iter must be >= 1, got {value}")
     return value

@@ -65,7 +65,6 @@ References:
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 from functools import partial
 from typing import NamedTuple
@@ -216,29 +215,8 @@ class Costs(NamedTuple):
 # ----------------------------------------------------------------------- validation
 
 
-def _float_array(value, name: str, ndim: int) -> Array:
-    """``value`` as a float32/float64 JAX array with ``ndim`` axes, none empty."""
-    if not hasattr(value, "dtype"):
-        try:
-            value = np.asarray(value)
-        except Exception as e:  # ragged lists and the like
-            raise TypeError(f"{name} must be an array, got {type(value).__name__}: {e}") from None
-    dtype = np.dtype(value.dtype)
-    if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
-        value = jnp.asarray(value, dtype=jnp.result_type(float))
-    elif dtype in (np.float32, np.float64):
-        value = jnp.asarray(value)
-    else:
-        raise TypeError(f"{name} has dtype {dtype}; use float32 or float64")
-    if value.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} axes, got shape {tuple(value.shape)}")
-    if 0 in value.shape:
-        raise ValueError(f"{name} has an empty axis: shape {tuple(value.shape)}")
-    return value
-
-
 def _kernel(kernel) -> Array:
-    return _float_array(kernel, "kernel", 4)
+    return _validate.as_tensor(kernel, "kernel", ndim=4)
 
 
 def _check_finite(value: Array, name: str) -> None:
@@ -262,23 +240,14 @@ def _nonnegative(value, name: str):
     return value
 
 
-def _int(value, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got bool {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
-
-
 def _pair(value, name: str) -> tuple[int, int]:
     """An int or a pair of ints, each ≥ 1 (strides, dilations, kernel sizes)."""
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-        pair = (_int(value[0], name), _int(value[1], name))
+        pair = (_validate.as_int(value[0], name), _validate.as_int(value[1], name))
     else:
-        v = _int(value, name)
+        v = _validate.as_int(value, name)
         pair = (v, v)
     if min(pair) < 1:
         raise ValueError(f"{name} must be >= 1, got {value!r}")
@@ -302,7 +271,7 @@ def _padding(value):
     for pair in value:
         if not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2:
             raise bad
-        lo, hi = (_int(p, "padding") for p in pair)
+        lo, hi = (_validate.as_int(p, "padding") for p in pair)
         if lo < 0 or hi < 0:
             raise bad
         pads.append((lo, hi))
@@ -367,7 +336,7 @@ def _conv_rank(rank, kind: str, shape) -> tuple[int, ...]:
     """The rank of a conv factorization: ``(R,)`` for CP, ``(R_out, R_in)`` for Tucker-2."""
     kh, kw, cin, cout = shape
     if kind == "cp":
-        r = _int(rank, "rank")
+        r = _validate.as_int(rank, "rank")
         bound = max_cp_rank(shape)
         if r < 1 or r > bound:
             raise ValueError(
@@ -378,9 +347,9 @@ def _conv_rank(rank, kind: str, shape) -> tuple[int, ...]:
     if isinstance(rank, Sequence) or np.ndim(rank) == 1:
         if len(rank) != 2:
             raise ValueError(f"rank for tucker2 must be an int or (R_out, R_in), got {rank!r}")
-        r_out, r_in = (_int(r, "rank") for r in rank)
+        r_out, r_in = (_validate.as_int(r, "rank") for r in rank)
     else:
-        r_out = r_in = _int(rank, "rank")
+        r_out = r_in = _validate.as_int(rank, "rank")
     if min(r_out, r_in) < 1 or r_out > cout or r_in > cin:
         raise ValueError(
             f"rank (R_out, R_in) = {(r_out, r_in)} for tucker2 must satisfy "
@@ -535,7 +504,7 @@ def patch_moment(
         ...     rtol=1e-4))
         True
     """
-    inputs = _float_array(inputs, "inputs", 4)
+    inputs = _validate.as_tensor(inputs, "inputs", ndim=4)
     kernel_size = _pair(kernel_size, "kernel_size")
     strides, padding, dilation = _conv_args(strides, padding, rhs_dilation)
     pads, _ = _geometry(inputs.shape[1:3], kernel_size, strides, padding, dilation, "inputs")
@@ -670,7 +639,7 @@ def decompose_conv(
     ranks = _conv_rank(rank, kind, kernel.shape)
     strides, padding, dilation = _conv_args(strides, padding, rhs_dilation)
     max_iter = _validate.max_iter(max_iter)
-    data_max_iter = _int(data_max_iter, "data_max_iter")
+    data_max_iter = _validate.as_int(data_max_iter, "data_max_iter")
     if data_max_iter < 1:
         raise ValueError(f"data_max_iter must be >= 1, got {data_max_iter}")
     tol = _validate.tol(tol)
@@ -682,7 +651,7 @@ def decompose_conv(
     if inputs is not None and moment is not None:
         raise ValueError("give inputs or moment, not both")
     if inputs is not None:
-        inputs = _float_array(inputs, "inputs", 4)
+        inputs = _validate.as_tensor(inputs, "inputs", ndim=4)
         if inputs.shape[3] != cin:
             raise ValueError(
                 f"inputs has {inputs.shape[3]} channels (shape {tuple(inputs.shape)}) but the "
@@ -698,7 +667,7 @@ def decompose_conv(
             dilation=dilation,
         )
     elif moment is not None:
-        moment = _float_array(moment, "moment", 2)
+        moment = _validate.as_tensor(moment, "moment", ndim=2)
         if moment.shape != (d, d):
             raise ValueError(
                 f"moment must be (D, D) = {(d, d)} for kernel {tuple(kernel.shape)} "
@@ -860,8 +829,8 @@ def _dense_shape(shape, weight_shape) -> tuple[tuple[int, ...], tuple[int, ...]]
         return (n_in,), (n_out,)
     try:
         in_shape, out_shape = shape
-        in_shape = tuple(_int(i, "shape") for i in in_shape)
-        out_shape = tuple(_int(o, "shape") for o in out_shape)
+        in_shape = tuple(_validate.as_int(i, "shape") for i in in_shape)
+        out_shape = tuple(_validate.as_int(o, "shape") for o in out_shape)
     except (TypeError, ValueError):
         raise ValueError(
             f"shape must be ((i_1, ..., i_a), (o_1, ..., o_b)), got {shape!r}"
@@ -925,7 +894,7 @@ def decompose_dense(
         >>> layer.core.shape
         (2, 3, 2, 2)
     """
-    weight = _float_array(weight, "weight", 2)
+    weight = _validate.as_tensor(weight, "weight", ndim=2)
     kind = _validate.choice(kind, "kind", _DENSE_KINDS)
     max_iter = _validate.max_iter(max_iter)
     tol = _validate.tol(tol)
@@ -933,7 +902,7 @@ def decompose_dense(
     if kind == "svd":
         if shape is not None:
             raise ValueError(f'shape applies to kind "cp" and "tucker" only, got shape={shape!r}')
-        r = _int(rank, "rank")
+        r = _validate.as_int(rank, "rank")
         bound = min(weight.shape)
         if r < 1 or r > bound:
             raise ValueError(
@@ -946,7 +915,7 @@ def decompose_dense(
     tensor = weight.reshape(sizes)
     a = len(in_shape)
     if kind == "cp":
-        r = _int(rank, "rank")
+        r = _validate.as_int(rank, "rank")
         bound = max_cp_rank(sizes)
         if r < 1 or r > bound:
             raise ValueError(
@@ -1118,7 +1087,7 @@ def conv_costs(
     else:
         shape = getattr(kernel_or_layer, "shape", kernel_or_layer)
         try:
-            kh, kw, cin, cout = (_int(s, "kernel shape") for s in shape)
+            kh, kw, cin, cout = (_validate.as_int(s, "kernel shape") for s in shape)
         except (TypeError, ValueError):
             raise ValueError(
                 f"kernel_or_layer must be a 4-D HWIO kernel or a factorized conv layer, "
@@ -1193,7 +1162,7 @@ def dense_costs(weight_or_layer) -> Costs:
         return _tucker_dense_costs(in_shape, out_shape, in_ranks, out_ranks)
     shape = getattr(weight_or_layer, "shape", weight_or_layer)
     try:
-        n_in, n_out = (_int(s, "weight shape") for s in shape)
+        n_in, n_out = (_validate.as_int(s, "weight shape") for s in shape)
     except (TypeError, ValueError):
         raise ValueError(
             f"weight_or_layer must be an (in, out) weight or a factorized dense layer, "
@@ -1251,7 +1220,7 @@ def rank_for_budget(
         >>> rank_for_budget((256, 128), "svd", params=8000)
         20
     """
-    weight_shape = tuple(_int(s, "weight_shape") for s in weight_shape)
+    weight_shape = tuple(_validate.as_int(s, "weight_shape") for s in weight_shape)
     conv = len(weight_shape) == 4
     if not conv and len(weight_shape) != 2:
         raise ValueError(
@@ -1302,8 +1271,8 @@ def rank_for_budget(
                     a = len(in_shape)
                     cost = _tucker_dense_costs(in_shape, out_shape, ranks[:a], ranks[a:])
                     candidates.append((ranks, cost))
-    limit_params = math.inf if params is None else _int(params, "params")
-    limit_flops = math.inf if flops is None else _int(flops, "flops")
+    limit_params = math.inf if params is None else _validate.as_int(params, "params")
+    limit_flops = math.inf if flops is None else _validate.as_int(flops, "flops")
     if ratio is not None:
         ratio = float(ratio)
         if not 0 < ratio:
