@@ -20,9 +20,11 @@ from jaxtd._tensor import (
     contract_shared_rank,
     contract_to_rank,
     dimension_tree_split,
+    factor_gram,
     gram_hadamard,
     psd_pinv,
     spd_solve_small,
+    sum_rows,
 )
 
 
@@ -161,7 +163,7 @@ def als_sweep(x: Array, cp: CPTensor, norm_x_sq: Array, update=None) -> tuple[CP
     """
     update = update or _solve_normalized
     factors = list(cp.factors)
-    grams = [f.T @ f for f in factors]
+    grams = [factor_gram(f) for f in factors]
     split = dimension_tree_split(x.shape)
     weights = cp.weights
     for block in (range(split), range(split, x.ndim)):
@@ -174,9 +176,9 @@ def als_sweep(x: Array, cp: CPTensor, norm_x_sq: Array, update=None) -> tuple[CP
             mttkrp_n = contract_shared_rank(partial_t, by_pos, others)
             v = gram_hadamard(grams[:n] + grams[n + 1 :])
             factors[n], weights = update(mttkrp_n, v, factors[n] * weights[None, :])
-            grams[n] = factors[n].T @ factors[n]
+            grams[n] = factor_gram(factors[n])
     # mttkrp_n is the last mode's MTTKRP with every other factor final.
-    inner = jnp.sum(mttkrp_n * factors[-1] * weights[None, :])
+    inner = jnp.vdot(sum_rows(mttkrp_n * factors[-1]), weights)
     norm_m_sq = weights @ gram_hadamard(grams) @ weights
     res_sq = jnp.maximum(norm_x_sq - 2 * inner + norm_m_sq, 0)
     rel_error = jnp.where(
@@ -206,7 +208,7 @@ def _solve_normalized(mttkrp_n: Array, v: Array, current: Array) -> tuple[Array,
 
 
 def _column_norms(factor: Array) -> Array:
-    sq = jnp.sum(factor * factor, axis=0)
+    sq = sum_rows(factor * factor)
     return jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1)), 0)  # no NaN derivative at 0
 
 

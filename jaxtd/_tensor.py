@@ -230,6 +230,35 @@ def dimension_tree_split(shape: Sequence[int], ranks: Sequence[int] | None = Non
     return min(range(1, n), key=lambda s: (cost(s), abs(s - middle)))
 
 
+def sum_rows(m: Array) -> Array:
+    """``m.sum(axis=0)``, as an unrolled sum of rows when ``m`` is short.
+
+    For ``m.shape[0] ≤ UNROLL_MAX_LEN`` and ``m.size ≤ UNROLL_MAX_SIZE`` the sum is plain
+    arithmetic that XLA fuses into its producer and consumers. A reduction is a
+    separate kernel, and under ``vmap`` of many small fits such kernels (column norms,
+    Gram matrices, the fused error) cost more than the sweep's arithmetic.
+    """
+    if not _unrolled(m.size, m.shape[0]):
+        return jnp.sum(m, axis=0)
+    total = m[0]
+    for i in range(1, m.shape[0]):
+        total = total + m[i]
+    return total
+
+
+def factor_gram(factor: Array) -> Array:
+    """``Aᵀ A`` of a factor ``A`` (``I × R``); for a short factor, see :func:`sum_rows`.
+
+    Under ``vmap`` the GEMM of a short factor becomes a batched dot of tiny matrices
+    (1024 fits of ``10³`` at rank 3: a fifth of each sweep); the unrolled sum of the
+    row outer products ``a_i a_iᵀ`` fuses instead.
+    """
+    rows, rank = factor.shape
+    if not _unrolled(rows * rank * rank, rows):
+        return factor.T @ factor
+    return sum_rows(factor[:, :, None] * factor[:, None, :])
+
+
 def gram_hadamard(grams: Sequence[Array]) -> Array:
     """Hadamard (element-wise) product of ``R × R`` Gram matrices."""
     out = grams[0]
@@ -276,6 +305,9 @@ def mode_gram(x: Array, mode: int) -> Array:
     if mode == x.ndim - 1:
         m = x.reshape(-1, size)
         return m.T @ m
+    if x.size <= UNROLL_MAX_SIZE:  # a tiny copy beats a loop of tiny GEMMs (under vmap too)
+        m = unfold(x, mode)
+        return m @ m.T
     slices = x.reshape(math.prod(x.shape[:mode]), size, -1)
 
     def add(p, gram):

@@ -169,9 +169,15 @@ def test_unrolled_contractions_match_the_gemm_path(dtype, monkeypatch):
             gemm = [_tensor.mttkrp(x, fs, n) for n in range(len(shape))]
         for u, g in zip(unrolled, gemm):
             assert u.dtype == dtype and rel_diff(u, g) < TOL[dtype]["exact"]
+    # the short-factor reductions of a sweep: Gram matrices and column sums
+    f = jnp.asarray(rng.standard_normal((10, 3)).astype(dtype))
+    for got, want in [(_tensor.factor_gram(f), f.T @ f), (_tensor.sum_rows(f), f.sum(0))]:
+        assert got.dtype == dtype and rel_diff(got, want) < TOL[dtype]["exact"]
+    tall = jnp.asarray(rng.standard_normal((40, 3)).astype(dtype))  # past UNROLL_MAX_LEN
+    assert rel_diff(_tensor.factor_gram(tall), tall.T @ tall) < TOL[dtype]["exact"]
 
 
-@pytest.mark.parametrize("shape", [(4, 5, 6), (3, 4, 5, 2), (7, 2)])
+@pytest.mark.parametrize("shape", [(4, 5, 6), (3, 4, 5, 2), (7, 2), (5, 30, 40)])
 def test_mode_gram_and_leading_vectors_read_x_in_place(shape):
     x = jnp.asarray(np.random.default_rng(0).standard_normal(shape))
     for n in range(len(shape)):
