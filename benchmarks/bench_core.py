@@ -3,7 +3,7 @@
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_core.py \
         [--size 200] [--rank 10] [--repeats 5] [--lapack-threads 1]
 
-One case of ``python -m jaxtd bench`` (whose module docstring, ``jaxtd/_bench.py``,
+One case of ``python -m jaxtd bench`` (whose module docstring, ``jaxtd/_bench/__init__.py``,
 explains the measurements), built from the same pieces: per-iteration time is the
 difference between warm runs of two iteration counts divided by their difference (init
 and call overhead cancel; ``tol=0`` forces every iteration), jaxtd and TensorLy runs

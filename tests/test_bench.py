@@ -5,7 +5,8 @@ import math
 
 from jaxtd.__main__ import main
 
-POSITIVE = ("ms_per_iter", "gb_s", "gflop_s", "bound_ms", "x_bound", "bytes_per_iter")
+POSITIVE = ("ms_per_iter", "gb_s", "gflop_s", "bound_ms", "x_bound", "flop_bound_ms",
+            "x_roofline", "bytes_per_iter")  # fmt: skip
 
 
 def test_bench_writes_finite_positive_numbers(tmp_path):
