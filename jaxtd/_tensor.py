@@ -63,11 +63,17 @@ def multi_mode_dot(
         modes: the modes; defaults to ``0, 1, ..., len(matrices) - 1``.
         transpose: multiply by each ``M.T`` instead: the projection ``x ×_m U_m^T``.
 
-    The products run in the order that shrinks the tensor fastest.
+    The products run in the order that shrinks the tensor fastest; among equal
+    shrinkage an end mode of ``x`` goes first, since a middle mode of the full
+    ``x`` costs a transposed copy of it (see :func:`mode_dot`).
     """
     modes = tuple(range(len(matrices))) if modes is None else tuple(modes)
     mats = [m.T if transpose else m for m in matrices]
-    for k in sorted(range(len(modes)), key=lambda k: mats[k].shape[0] / mats[k].shape[1]):
+
+    def order(k):
+        return mats[k].shape[0] / mats[k].shape[1], modes[k] not in (0, x.ndim - 1)
+
+    for k in sorted(range(len(modes)), key=order):
         x = mode_dot(x, mats[k], modes[k])
     return x
 
