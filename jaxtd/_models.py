@@ -18,7 +18,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jax import Array
 
-from jaxtd._tensor import gram_hadamard, khatri_rao, mttkrp, multi_mode_dot
+from jaxtd._tensor import factor_gram, gram_hadamard, khatri_rao, mttkrp, multi_mode_dot
 
 
 class CPTensor(NamedTuple):
@@ -90,7 +90,7 @@ def cp_norm_sq(cp: CPTensor) -> Array:
     Smooth everywhere, unlike :func:`cp_norm`, so losses use this one.
     """
     weights, factors = cp
-    return weights @ gram_hadamard([f.T @ f for f in factors]) @ weights
+    return weights @ gram_hadamard([factor_gram(f) for f in factors]) @ weights
 
 
 def cp_norm(cp: CPTensor) -> Array:
